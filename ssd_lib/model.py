@@ -1,0 +1,333 @@
+"""The SSD network (paper Sec. 2.1, Fig. 2): a base network, extra feature layers, and a 3x3
+convolutional predictor per source map that outputs, for each of the k default boxes of every
+location, 4 offsets and C class scores ((C + 4) * k channels, C counting background).
+
+Usage::
+
+    from ssd_lib.model import ssd300_vgg16
+    model = ssd300_vgg16(num_classes=21)                 # 26,285,486 parameters
+    loc, logits = model(torch.randn(2, 3, 300, 300))     # (2, 8732, 4), (2, 8732, 21)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .priors import PriorConfig, default_boxes
+
+__all__ = [
+    "SSD", "L2Norm", "VGG16Backbone", "SmallBackbone", "ModelConfig",
+    "ssd300_vgg16", "ssd512_vgg16", "ssd_small", "build_model", "count_parameters",
+    "load_torchvision_ssd300",
+]
+
+
+class L2Norm(nn.Module):
+    """Channel-wise L2 normalisation with a learned per-channel scale (ParseNet; paper Sec. 3.1).
+
+    conv4_3's activations are much larger than those of later layers; normalising them and
+    learning the scale (initialised to 20) keeps its predictor's inputs comparable.
+    """
+
+    def __init__(self, channels: int, scale: float = 20.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=1) * self.weight.view(1, -1, 1, 1)
+
+
+def _conv_relu(cin: int, cout: int, **kw) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, **kw), nn.ReLU(inplace=True)]
+
+
+def _extra_block(cin: int, mid: int, cout: int, **kw) -> nn.Sequential:
+    """An extra feature layer (Sec. 2.1): 1x1 conv to ``mid`` channels, then a 3x3 conv."""
+    return nn.Sequential(*_conv_relu(cin, mid, kernel_size=1), *_conv_relu(mid, cout, **kw))
+
+
+class VGG16Backbone(nn.Module):
+    """VGG16 truncated and extended for SSD (Sec. 3, "Base network").
+
+    ``vgg``: conv1_1 .. conv4_3 (pool3 in ceil mode, so conv4_3 is 38x38 at 300x300);
+    ``fc``: pool4, conv5_x, pool5 (3x3 stride 1), fc6 as a 3x3 dilated ("atrous") conv with
+    1024 channels and dilation 6, fc7 as a 1x1 conv; ``extras``: conv8_2 .. conv11_2 (SSD300)
+    or .. conv12_2 (SSD512). ``forward`` returns the source feature maps, largest first.
+    ``atrous=False`` replaces the dilated fc6 by a plain 3x3 conv (ablation, Sec. 3.1).
+    """
+
+    def __init__(self, variant: str = "ssd300", atrous: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512):
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            elif v == "C":
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))  # 75 -> 38 at 300x300
+            else:
+                layers += _conv_relu(cin, v, kernel_size=3, padding=1)
+                cin = v
+        self.vgg = nn.Sequential(*layers)
+        self.l2norm = L2Norm(512, scale=20.0)
+        dilation = 6 if atrous else 1
+        self.fc = nn.Sequential(
+            nn.MaxPool2d(2, 2),  # pool4
+            *_conv_relu(512, 512, kernel_size=3, padding=1),  # conv5_1
+            *_conv_relu(512, 512, kernel_size=3, padding=1),  # conv5_2
+            *_conv_relu(512, 512, kernel_size=3, padding=1),  # conv5_3
+            nn.MaxPool2d(3, 1, padding=1),  # pool5: 3x3 stride 1 keeps 19x19
+            *_conv_relu(512, 1024, kernel_size=3, padding=dilation, dilation=dilation),  # fc6
+            *_conv_relu(1024, 1024, kernel_size=1),  # fc7
+        )
+        extras = [
+            _extra_block(1024, 256, 512, kernel_size=3, stride=2, padding=1),  # conv8_2
+            _extra_block(512, 128, 256, kernel_size=3, stride=2, padding=1),  # conv9_2
+        ]
+        if variant == "ssd300":
+            extras += [
+                _extra_block(256, 128, 256, kernel_size=3),  # conv10_2: 5 -> 3
+                _extra_block(256, 128, 256, kernel_size=3),  # conv11_2: 3 -> 1
+            ]
+        elif variant == "ssd512":
+            extras += [
+                _extra_block(256, 128, 256, kernel_size=3, stride=2, padding=1),  # conv10_2: 8 -> 4
+                _extra_block(256, 128, 256, kernel_size=3, stride=2, padding=1),  # conv11_2: 4 -> 2
+                _extra_block(256, 128, 256, kernel_size=4, padding=1),  # conv12_2: 2 -> 1
+            ]
+        else:
+            raise ValueError(f"variant must be 'ssd300' or 'ssd512', got {variant!r}")
+        self.extras = nn.ModuleList(extras)
+        self.out_channels = (512, 1024, 512, 256) + (256,) * (len(extras) - 2)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = self.vgg(images)
+        features = [self.l2norm(x)]  # conv4_3, normalised
+        x = self.fc(x)
+        features.append(x)  # fc7
+        for block in self.extras:
+            x = block(x)
+            features.append(x)
+        return features
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1, kernel_size: int = 3, padding: int | None = None) -> nn.Sequential:
+    padding = kernel_size // 2 if padding is None else padding
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallBackbone(nn.Module):
+    """A VGG-style base small enough to train on two CPU cores in minutes (the course's model).
+
+    Same SSD machinery as SSD300: a stride-8 map and a stride-16 map from the base network, then
+    extra layers (1x1 then 3x3 stride 2) halving the resolution, each a source map. Batch norm
+    is the one departure from VGG16: it makes training from scratch fast and stable.
+    ``widths``: channels of the five stages; ``num_extras``: extra layers after the base.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128, 128), num_extras: int = 3,
+                 extra_width: int = 128) -> None:
+        super().__init__()
+        w1, w2, w3, w4, w5 = widths
+        self.stage8 = nn.Sequential(  # stride 8
+            _conv_bn_relu(3, w1, stride=2),
+            _conv_bn_relu(w1, w2, stride=2), _conv_bn_relu(w2, w2),
+            _conv_bn_relu(w2, w3, stride=2), _conv_bn_relu(w3, w3), _conv_bn_relu(w3, w3),
+        )
+        self.stage16 = nn.Sequential(  # stride 16
+            _conv_bn_relu(w3, w4, stride=2), _conv_bn_relu(w4, w4), _conv_bn_relu(w4, w5),
+        )
+        extras, cin = [], w5
+        for _ in range(num_extras):
+            extras.append(nn.Sequential(
+                _conv_bn_relu(cin, extra_width // 2, kernel_size=1),
+                _conv_bn_relu(extra_width // 2, extra_width, stride=2),
+            ))
+            cin = extra_width
+        self.extras = nn.ModuleList(extras)
+        self.out_channels = (w3, w5) + (extra_width,) * num_extras
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = self.stage8(images)
+        features = [x]
+        x = self.stage16(x)
+        features.append(x)
+        for block in self.extras:
+            x = block(x)
+            features.append(x)
+        return features
+
+
+class SSD(nn.Module):
+    """Backbone + one (loc, conf) pair of 3x3 predictors per source map; holds its default boxes.
+
+    ``forward(images (B, 3, H, W)) -> (loc (B, P, 4), logits (B, P, C))`` in every mode: the
+    loss (:mod:`ssd_lib.loss`) and post-processing (:mod:`ssd_lib.detect`) are separate calls.
+    ``priors`` (P, 4) cx, cy, w, h is a non-persistent buffer derived from ``prior_config``.
+    """
+
+    def __init__(self, backbone: nn.Module, prior_config: PriorConfig, num_classes: int,
+                 config: "ModelConfig | None" = None) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes counts background, so it must be >= 2 (VOC: 21); got {num_classes}")
+        channels = tuple(backbone.out_channels)
+        if len(channels) != len(prior_config.feature_maps):
+            raise ValueError(
+                f"the backbone gives {len(channels)} source maps but the PriorConfig describes "
+                f"{len(prior_config.feature_maps)}; give one feature map size per source map"
+            )
+        self.backbone = backbone
+        self.prior_config = prior_config
+        self.num_classes = num_classes
+        self.config = config
+        k = prior_config.boxes_per_location
+        self.loc_heads = nn.ModuleList(nn.Conv2d(c, a * 4, 3, padding=1) for c, a in zip(channels, k))
+        self.conf_heads = nn.ModuleList(nn.Conv2d(c, a * num_classes, 3, padding=1) for c, a in zip(channels, k))
+        self.register_buffer("priors", default_boxes(prior_config), persistent=False)
+        self._init_heads()
+
+    def _init_heads(self) -> None:
+        for conv in (*self.loc_heads, *self.conf_heads):
+            nn.init.xavier_uniform_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    @staticmethod
+    def _flatten(pred: Tensor, columns: int) -> Tensor:
+        """(B, A * columns, H, W) -> (B, H * W * A, columns): location-major, then box (torchvision's order)."""
+        B, _, H, W = pred.shape
+        return pred.view(B, -1, columns, H, W).permute(0, 3, 4, 1, 2).reshape(B, -1, columns)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(images.shape)}")
+        features = self.backbone(images)
+        sizes = tuple(f.shape[-1] for f in features)
+        if sizes != tuple(self.prior_config.feature_maps) or any(f.shape[-2] != f.shape[-1] for f in features):
+            raise ValueError(
+                f"source maps are {[tuple(f.shape[-2:]) for f in features]} for input {tuple(images.shape[-2:])}, "
+                f"but the default boxes expect sides {self.prior_config.feature_maps}: feed images of "
+                f"{self.prior_config.image_size}x{self.prior_config.image_size} (see ssd_lib.augment.SSDTransform)"
+            )
+        loc = torch.cat([self._flatten(h(f), 4) for h, f in zip(self.loc_heads, features)], dim=1)
+        logits = torch.cat([self._flatten(h(f), self.num_classes) for h, f in zip(self.conf_heads, features)], dim=1)
+        return loc, logits
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model (stored in checkpoints). ``arch``: 'ssd300', 'ssd512'
+    or 'small'; ``priors``: the default-box layout; ``backbone_kwargs``: extra options."""
+
+    arch: str
+    num_classes: int
+    priors: PriorConfig
+    backbone_kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        p = dict(d["priors"])
+        for key in ("feature_maps", "steps", "min_sizes", "max_sizes"):
+            p[key] = tuple(p[key])
+        p["aspect_ratios"] = tuple(tuple(r) for r in p["aspect_ratios"])
+        return cls(arch=d["arch"], num_classes=int(d["num_classes"]), priors=PriorConfig(**p),
+                   backbone_kwargs=dict(d.get("backbone_kwargs", {})))
+
+    @classmethod
+    def small(cls, num_classes: int, image_size: int = 128, **backbone_kwargs) -> "ModelConfig":
+        """The course's CPU model: maps at strides 8, 16, 32, 64, 128 of a ``image_size`` input."""
+        num_extras = backbone_kwargs.get("num_extras", 3)
+        maps = [image_size // 8, image_size // 16]
+        for _ in range(num_extras):
+            maps.append((maps[-1] + 1) // 2)  # 3x3 stride 2 padding 1
+        priors = PriorConfig.from_paper(image_size, tuple(maps), s_min=0.1, s_max=0.9,
+                                        aspect_ratios=((2,),) + ((2, 3),) * (len(maps) - 1))
+        return cls("small", num_classes, priors, dict(backbone_kwargs))
+
+
+def build_model(config: ModelConfig) -> SSD:
+    """Build the SSD described by ``config`` (how checkpoints are restored)."""
+    if config.arch in ("ssd300", "ssd512"):
+        backbone = VGG16Backbone(config.arch, **config.backbone_kwargs)
+    elif config.arch == "small":
+        backbone = SmallBackbone(**config.backbone_kwargs)
+    else:
+        raise ValueError(f"unknown arch {config.arch!r}; use 'ssd300', 'ssd512' or 'small'")
+    return SSD(backbone, config.priors, config.num_classes, config=config)
+
+
+def ssd300_vgg16(num_classes: int = 21, atrous: bool = True) -> SSD:
+    """SSD300 with the released VOC default boxes (8732). 26,285,486 parameters for 21 classes."""
+    kwargs = {} if atrous else {"atrous": False}
+    return build_model(ModelConfig("ssd300", num_classes, PriorConfig.ssd300(), kwargs))
+
+
+def ssd512_vgg16(num_classes: int = 21) -> SSD:
+    """SSD512 (7 source maps, 24564 default boxes)."""
+    return build_model(ModelConfig("ssd512", num_classes, PriorConfig.ssd512()))
+
+
+def ssd_small(num_classes: int = 7, image_size: int = 128, **backbone_kwargs) -> SSD:
+    """The course's small SSD (same machinery, small batch-normed base) for CPU training."""
+    return build_model(ModelConfig.small(num_classes, image_size, **backbone_kwargs))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def load_torchvision_ssd300(model: SSD, tv_state_dict: dict[str, Tensor]) -> SSD:
+    """Copy the weights of a torchvision ``ssd300_vgg16`` (its ``state_dict()``) into our SSD300.
+
+    torchvision's layout: ``backbone.features`` (= our ``backbone.vgg``), ``backbone.scale_weight``
+    (= L2Norm weight), ``backbone.extra.0`` (pool4 .. conv5_3, then fc = pool5, fc6, fc7),
+    ``backbone.extra.1..4`` (= our extras), ``head.classification_head`` / ``head.regression_head``.
+    Head outputs are in the same order as ours, so raw outputs then agree.
+    """
+    mapped = {}
+    for name, tensor in tv_state_dict.items():
+        parts = name.split(".")
+        if name.startswith("backbone.features."):
+            new = "backbone.vgg." + ".".join(parts[2:])
+        elif name == "backbone.scale_weight":
+            new = "backbone.l2norm.weight"
+        elif name.startswith("backbone.extra.0."):
+            idx = int(parts[3])
+            if idx == 7:  # the nested fc Sequential: pool5, fc6, relu, fc7, relu
+                idx = 7 + int(parts[4])
+                rest = parts[5:]
+            else:
+                rest = parts[4:]
+            new = f"backbone.fc.{idx}." + ".".join(rest)
+        elif name.startswith("backbone.extra."):
+            new = f"backbone.extras.{int(parts[2]) - 1}." + ".".join(parts[3:])
+        elif name.startswith("head.classification_head.module_list."):
+            new = "conf_heads." + ".".join(parts[3:])
+        elif name.startswith("head.regression_head.module_list."):
+            new = "loc_heads." + ".".join(parts[3:])
+        else:
+            continue  # torchvision's transform and anchor generator hold no weights
+        mapped[new] = tensor
+    own = model.state_dict()
+    missing = sorted(set(own) - set(mapped))
+    unexpected = sorted(set(mapped) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"not a torchvision ssd300_vgg16 state dict: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, tensor in mapped.items():
+        if own[key].shape != tensor.shape:
+            raise ValueError(
+                f"{key}: ours {tuple(own[key].shape)} vs torchvision {tuple(tensor.shape)}; "
+                "were both models built with the same num_classes?"
+            )
+    model.load_state_dict(mapped)
+    return model
