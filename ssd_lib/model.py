@@ -208,6 +208,14 @@ class SSD(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (B, 3, H, W); got {tuple(images.shape)}")
+        size = self.prior_config.image_size
+        # Check before the backbone runs: a wrong size otherwise fails deep inside it (a 3x3 conv
+        # larger than its input, batch norm on a 1x1 map) with a message that does not say why.
+        if tuple(images.shape[-2:]) != (size, size):
+            raise ValueError(
+                f"images are {images.shape[-2]}x{images.shape[-1]} but the default boxes are laid out for "
+                f"{size}x{size}: feed images of {size}x{size} (see ssd_lib.augment.SSDTransform)"
+            )
         features = self.backbone(images)
         sizes = tuple(f.shape[-1] for f in features)
         if sizes != tuple(self.prior_config.feature_maps) or any(f.shape[-2] != f.shape[-1] for f in features):
@@ -247,7 +255,8 @@ class ModelConfig:
     def small(cls, num_classes: int, image_size: int = 128, **backbone_kwargs) -> "ModelConfig":
         """The course's CPU model: maps at strides 8, 16, 32, 64, 128 of a ``image_size`` input."""
         num_extras = backbone_kwargs.get("num_extras", 3)
-        maps = [image_size // 8, image_size // 16]
+        # Each 3x3 stride-2 conv (padding 1) rounds up: n -> ceil(n / 2), so the maps are ceil(size / stride).
+        maps = [-(-image_size // 8), -(-image_size // 16)]
         for _ in range(num_extras):
             maps.append((maps[-1] + 1) // 2)  # 3x3 stride 2 padding 1
         priors = PriorConfig.from_paper(image_size, tuple(maps), s_min=0.1, s_max=0.9,
