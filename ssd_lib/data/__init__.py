@@ -1,0 +1,26 @@
+"""Detection data for the course: the built-in Shapes dataset, PASCAL VOC, COCO, and batching.
+
+Every dataset yields ``(image, target)``: image (3, H, W) float32 in [0, 1]; target a dict with
+``boxes`` (G, 4) float32 pixel xyxy, ``labels`` (G,) int64 in 1..C (0 is background),
+``difficult`` (G,) bool and ``image_id`` (int). Each has ``.classes`` (background excluded) and an
+optional ``transforms(image, target)``.
+
+Usage::
+
+    from ssd_lib.data import ShapesDataset, collate
+    loader = torch.utils.data.DataLoader(ShapesDataset("train"), batch_size=32, collate_fn=collate)
+    images, targets = next(iter(loader))       # (32, 3, 256, 256), list of 32 dicts
+"""
+from .coco import COCODataset
+from .common import clip_boxes, collate, make_target, read_image
+from .export import save_image, write_coco, write_voc
+from .shapes import SHAPE_NAMES, ShapesConfig, ShapesDataset, ShapesSample, render_shapes
+from .voc import VOC_CLASSES, VOCDataset, parse_voc_xml
+
+__all__ = [
+    "ShapesDataset", "ShapesConfig", "ShapesSample", "render_shapes", "SHAPE_NAMES",
+    "VOCDataset", "VOC_CLASSES", "parse_voc_xml",
+    "COCODataset",
+    "collate", "read_image", "make_target", "clip_boxes",
+    "write_voc", "write_coco", "save_image",
+]
