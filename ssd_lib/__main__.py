@@ -1,0 +1,279 @@
+"""Command line: ``python -m ssd_lib main|train|eval|detect|render``. ``--help`` on each explains it.
+
+    python -m ssd_lib main                                  # train the small SSD on the built-in shapes, evaluate, draw
+    python -m ssd_lib train --dataset voc --data-root ~/data/VOCdevkit --model ssd300 --device cuda
+    python -m ssd_lib eval --checkpoint runs/main/last.pt --coco
+    python -m ssd_lib detect --checkpoint runs/main/last.pt --images photos/ --out results/detections
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class CLIError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------- datasets and models
+
+def _datasets(args, split: str):
+    from ssd_lib.data import COCODataset, ShapesDataset, VOCDataset
+
+    if args.dataset == "shapes":
+        size = getattr(args, f"{split}_size", None) if split in ("train", "val", "test") else None
+        return ShapesDataset(split=split, size=size, seed=args.data_seed)
+    if args.dataset == "voc":
+        if not args.data_root:
+            raise CLIError("--dataset voc needs --data-root (the VOCdevkit folder)")
+        image_set = {"train": "trainval", "val": "test", "test": "test"}[split]
+        return VOCDataset(args.data_root, year=args.year, image_set=image_set)
+    if args.dataset == "coco":
+        if not args.data_root:
+            raise CLIError("--dataset coco needs --data-root (with images/ folders and annotations/)")
+        root = Path(args.data_root)
+        name = {"train": "train2017", "val": "val2017", "test": "val2017"}[split]
+        return COCODataset(root / name, root / "annotations" / f"instances_{name}.json")
+    raise CLIError(f"unknown dataset {args.dataset!r}")
+
+
+def _model_config(args, num_classes: int):
+    from ssd_lib.model import ModelConfig
+    from ssd_lib.priors import PriorConfig
+
+    if args.model == "small":
+        return ModelConfig.small(num_classes, image_size=args.image_size)
+    if args.model == "ssd300":
+        return ModelConfig("ssd300", num_classes, PriorConfig.ssd300())
+    if args.model == "ssd512":
+        return ModelConfig("ssd512", num_classes, PriorConfig.ssd512())
+    raise CLIError(f"unknown model {args.model!r}")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=["shapes", "voc", "coco"], default="shapes",
+                   help="shapes: the built-in generated dataset (default, no files needed); voc: a VOCdevkit folder; "
+                        "coco: a COCO folder (train2017/, val2017/, annotations/)")
+    p.add_argument("--data-root", help="dataset folder for voc/coco")
+    p.add_argument("--year", default="2007", help="VOC year (default 2007)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the built-in dataset (default 0)")
+    p.add_argument("--test-size", type=int, default=None, help="number of built-in test images (default 500)")
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_train(args) -> dict:
+    import torch
+
+    from ssd_lib.model import build_model
+    from ssd_lib.train import TrainConfig, train
+
+    train_ds = _datasets(args, "train")
+    val_ds = _datasets(args, "val")
+    num_classes = len(train_ds.classes) + 1
+    if args.resume:
+        from ssd_lib.train import model_from_checkpoint
+
+        model, _ = model_from_checkpoint(args.resume, num_classes=num_classes)
+    else:
+        torch.manual_seed(args.seed)
+        model = build_model(_model_config(args, num_classes))
+    base = TrainConfig.small_cpu() if args.model == "small" else TrainConfig.released()
+    overrides = {k: v for k, v in dict(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, num_workers=args.workers,
+        compile=args.compile or None, eval_every=args.eval_every, seed=args.seed, warmup_steps=args.warmup,
+        max_steps_per_epoch=args.max_steps).items() if v is not None}
+    cfg = replace(base, **overrides)
+    t0 = time.perf_counter()
+    result = train(model, train_ds, val_ds, cfg, out_dir=args.out, resume=args.resume, progress=not args.quiet)
+    minutes = (time.perf_counter() - t0) / 60
+    if result.interrupted:
+        print(f"interrupted: checkpoint saved to {Path(args.out) / 'last.pt'}; continue with --resume {Path(args.out) / 'last.pt'}")
+    else:
+        print(f"trained {cfg.epochs} epochs in {minutes:.1f} min; checkpoint {Path(args.out) / 'last.pt'}")
+    return {"result": result, "minutes": minutes, "config": cfg}
+
+
+def _evaluate_and_report(model, dataset, args, out_dir: Path | None) -> dict:
+    from ssd_lib.evaluate import evaluate_model
+
+    res = evaluate_model(model, dataset, batch_size=args.eval_batch_size, coco=args.coco, progress=not args.quiet,
+                         device=args.device, return_detections=True)
+    names = list(dataset.classes)
+    print(f"VOC mAP@0.5 (11-point, VOC2007) on {len(dataset)} images: {res['mAP']:.4f}")
+    for name, ap in zip(names, res["ap"]):
+        print(f"  {name:>14s}: {ap:.4f}")
+    if args.coco:
+        c = res["coco"]
+        print(f"COCO AP {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
+              f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
+    if out_dir is not None:
+        summary = {"mAP": res["mAP"], "ap": dict(zip(names, [float(a) for a in res["ap"]])), "num_images": len(dataset)}
+        if args.coco:
+            summary["coco"] = {k: float(v) for k, v in res["coco"].items() if k != "stats"}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / "eval.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(out_dir / "eval.json")
+    return res
+
+
+def _draw_examples(model, dataset, res, out_path: Path, n: int = 8) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssd_lib.viz import plot_detections
+
+    images = [dataset[i][0] for i in range(n)]
+    fig = plot_detections(images, res["detections"][:n], class_names=dataset.classes, targets=res["ground_truths"][:n],
+                          title="SSD detections on test images (dashed white: ground truth)", path=out_path)
+    plt.close(fig)
+    return out_path
+
+
+def cmd_eval(args) -> dict:
+    from ssd_lib.train import model_from_checkpoint
+
+    ds = _datasets(args, args.split)
+    model, _ = model_from_checkpoint(args.checkpoint, num_classes=len(ds.classes) + 1)
+    return _evaluate_and_report(model, ds, args, Path(args.out) if args.out else None)
+
+
+def cmd_detect(args) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssd_lib.data.common import read_image
+    from ssd_lib.evaluate import predict
+    from ssd_lib.train import model_from_checkpoint
+    from ssd_lib.viz import plot_detections
+
+    paths: list[Path] = []
+    for item in args.images:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise CLIError(f"{p} does not exist; pass image files or a folder of images")
+    if not paths:
+        raise CLIError(f"no images found in {' '.join(args.images)} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    model, ckpt = model_from_checkpoint(args.checkpoint)
+    class_names = ckpt.get("extra", {}).get("class_names")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        image = read_image(path)
+        det = predict(model, [image], score_threshold=args.score_threshold)[0]
+        fig = plot_detections([image], [det], class_names=class_names, score_threshold=args.score_threshold, ncols=1,
+                              title=path.name, path=out / f"{path.stem}_detections.png")
+        plt.close(fig)
+        written.append(out / f"{path.stem}_detections.png")
+        print(f"{path}: {int((det['scores'] >= args.score_threshold).sum())} detections -> {written[-1]}")
+    return written
+
+
+def cmd_main(args) -> dict:
+    """The course's main job: train the small SSD on the built-in dataset, evaluate, draw."""
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    trained = cmd_train(args)
+    model = trained["result"].model
+    test_ds = _datasets(args, "test")
+    res = _evaluate_and_report(model, test_ds, args, out)
+    picture = _draw_examples(model, test_ds, res, out / "test_detections.png")
+    minutes = (time.perf_counter() - t0) / 60
+    print(f"test-split VOC mAP@0.5 = {res['mAP']:.4f}; total time {minutes:.1f} min (training {trained['minutes']:.1f} min)")
+    print(f"detections drawn to {picture}")
+    return {"mAP": res["mAP"], "minutes": minutes}
+
+
+def cmd_render(args) -> None:
+    from ssd_lib.data.__main__ import main as render_main
+
+    render_main(args.rest)
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ssd_lib", description="Train, evaluate and run SSD detectors.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def train_args(p):
+        _add_data_args(p)
+        p.add_argument("--model", choices=["small", "ssd300", "ssd512"], default="small",
+                       help="small: the course's CPU model (default); ssd300/ssd512: the paper's VGG16 models (use a GPU)")
+        p.add_argument("--image-size", type=int, default=128, help="input side of the small model (default 128)")
+        p.add_argument("--epochs", type=int, help="passes over the training set (default: the preset's)")
+        p.add_argument("--batch-size", type=int, help="images per step (default 32)")
+        p.add_argument("--lr", type=float, help="base learning rate (default: 0.05 small, 1e-3 ssd300/512)")
+        p.add_argument("--warmup", type=int, help="linear warm-up steps")
+        p.add_argument("--max-steps", type=int, help="cap the steps per epoch (quick runs)")
+        p.add_argument("--workers", type=int, help="data-loading worker processes")
+        p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+        p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+        p.add_argument("--eval-every", type=int, help="evaluate on the validation split every N epochs (0 = never)")
+        p.add_argument("--eval-batch-size", type=int, default=64)
+        p.add_argument("--seed", type=int, default=0, help="seed for initialisation, data order and augmentation")
+        p.add_argument("--out", default="runs/main", help="folder for checkpoints, metrics.jsonl and curves.png")
+        p.add_argument("--resume", help="continue from this checkpoint (e.g. runs/main/last.pt)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--coco", action="store_true", help="also report COCO AP (pycocotools)")
+
+    p = sub.add_parser("main", help="train the small SSD on the built-in dataset, evaluate on its test split, draw detections")
+    train_args(p)
+    p.set_defaults(func=cmd_main, out="results/main")
+    p = sub.add_parser("train", help="train a model")
+    train_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="evaluate a checkpoint (VOC mAP@0.5, optionally COCO AP)")
+    _add_data_args(p)
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by train")
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    p.add_argument("--coco", action="store_true", help="also report COCO AP (pycocotools)")
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--out", help="folder to write eval.json")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("detect", help="draw detections on image files into PNGs")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by train")
+    p.add_argument("--out", default="results/detections", help="folder for the PNGs")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="draw detections with at least this score")
+    p.set_defaults(func=cmd_detect)
+    p = sub.add_parser("render", help="write the built-in dataset to disk in VOC or COCO format (see its --help)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ssd_lib.train import NonFiniteLossError
+
+    try:
+        args.func(args)
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
