@@ -1,0 +1,421 @@
+"""Tests for ssd_lib.checks: every checker passes the library's own function and a learner-style
+solution, fails each plausible wrong version (naming the case and giving a targeted hint), and
+reports a learner's exception instead of raising it."""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from ssd_lib import checks
+from ssd_lib.augment import RandomHorizontalFlip
+from ssd_lib.boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
+from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
+from ssd_lib.matching import match
+from ssd_lib.metrics import average_precision
+from ssd_lib.priors import default_boxes, paper_scales
+from ssd_lib.train import TrainConfig, lr_factor
+
+
+# ------------------------------------------------------------------ the library's functions, with the learner's signature
+
+def lib_smooth_l1(x):
+    return F.smooth_l1_loss(x, torch.zeros_like(x), reduction="none")
+
+
+def lib_multibox_loss(loc, logits, loc_targets, labels):
+    return MultiBoxLoss()(loc, logits, loc_targets, labels).total
+
+
+def lib_hflip(image, boxes):
+    image, target = RandomHorizontalFlip(p=1.0).apply(image, {"boxes": boxes}, {"flip": True})
+    return image, target["boxes"]
+
+
+def lib_lr_at(step, total_steps, base_lr, warmup_steps):
+    return base_lr * lr_factor(step, total_steps, TrainConfig(schedule="cosine", warmup_steps=warmup_steps))
+
+
+LIBRARY = {
+    checks.check_iou: torchvision.ops.box_iou,
+    checks.check_xyxy_to_cxcywh: xyxy_to_cxcywh,
+    checks.check_encode: encode,
+    checks.check_decode: decode,
+    checks.check_scales: paper_scales,
+    checks.check_default_boxes: default_boxes,
+    checks.check_match: match,
+    checks.check_smooth_l1: lib_smooth_l1,
+    checks.check_hard_negative_mining: hard_negative_mask,
+    checks.check_multibox_loss: lib_multibox_loss,
+    checks.check_hflip: lib_hflip,
+    checks.check_nms: torchvision.ops.nms,
+    checks.check_average_precision: average_precision,
+    checks.check_lr_schedule: lib_lr_at,
+}
+
+
+# ------------------------------------------------------------------ learner-style solutions; flags switch on one mistake
+
+def iou(boxes_a, boxes_b, subtract=True, clamp=True):
+    top_left = torch.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
+    bottom_right = torch.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
+    sides = bottom_right - top_left
+    if clamp:
+        sides = sides.clamp(min=0)
+    inter = sides[..., 0] * sides[..., 1]
+    area_a = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
+    area_b = (boxes_b[:, 2] - boxes_b[:, 0]) * (boxes_b[:, 3] - boxes_b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - (inter if subtract else 0)
+    return inter / union
+
+
+def to_cxcywh(boxes, swap_wh=False, centre_is_corner=False):
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    cx, cy = (x1, y1) if centre_is_corner else ((x1 + x2) / 2, (y1 + y2) / 2)
+    w, h = (y2 - y1, x2 - x1) if swap_wh else (x2 - x1, y2 - y1)
+    return torch.stack((cx, cy, w, h), dim=-1)
+
+
+def my_encode(matched_xyxy, priors_cxcywh, variances=(0.1, 0.2), use_variances=True, use_log=True, divide_by_size=True):
+    g, d = to_cxcywh(matched_xyxy), priors_cxcywh
+    v0, v1 = variances if use_variances else (1.0, 1.0)
+    centre = (g[:, :2] - d[:, :2]) / ((d[:, 2:] if divide_by_size else 1.0) * v0)
+    ratio = g[:, 2:] / d[:, 2:]
+    size = (torch.log(ratio) if use_log else ratio) / v1
+    return torch.cat((centre, size), dim=1)
+
+
+def my_decode(offsets, priors_cxcywh, variances=(0.1, 0.2), twice=False, as_xyxy=True):
+    v0, v1 = (variances[0] ** 2, variances[1] ** 2) if twice else variances
+    d = priors_cxcywh
+    centre = d[:, :2] + offsets[:, :2] * v0 * d[:, 2:]
+    size = d[:, 2:] * torch.exp(offsets[:, 2:] * v1)
+    boxes = torch.cat((centre, size), dim=1)
+    return cxcywh_to_xyxy(boxes) if as_xyxy else boxes
+
+
+def scales(m, s_min=0.2, s_max=0.9, divide_by_m=False):
+    if m == 1:
+        return [s_min]
+    step = (s_max - s_min) / (m if divide_by_m else m - 1)
+    return [s_min + step * (k - 1) for k in range(1, m + 1)]
+
+
+def my_default_boxes(cfg, offset=0.5, extra_square=True, cx_from_column=True):
+    rows = []
+    for k, f in enumerate(cfg.feature_maps):
+        s_k = cfg.min_sizes[k] / cfg.image_size
+        s_extra = math.sqrt(cfg.min_sizes[k] * cfg.max_sizes[k]) / cfg.image_size
+        for i in range(f):
+            for j in range(f):
+                cx = (j + offset) * cfg.steps[k] / cfg.image_size
+                cy = (i + offset) * cfg.steps[k] / cfg.image_size
+                if not cx_from_column:
+                    cx, cy = cy, cx
+                rows.append([cx, cy, s_k, s_k])
+                if extra_square:
+                    rows.append([cx, cy, s_extra, s_extra])
+                for r in cfg.aspect_ratios[k]:
+                    rows += [[cx, cy, s_k * math.sqrt(r), s_k / math.sqrt(r)], [cx, cy, s_k / math.sqrt(r), s_k * math.sqrt(r)]]
+    return torch.tensor(rows)
+
+
+def my_match(gt_boxes, gt_labels, priors_cxcywh, iou_threshold=0.5, forced=True, best_object=True):
+    priors_xyxy = cxcywh_to_xyxy(priors_cxcywh)
+    num_priors = len(priors_cxcywh)
+    if len(gt_boxes) == 0:
+        return priors_xyxy.clone(), torch.zeros(num_priors, dtype=torch.long)
+    overlaps = torchvision.ops.box_iou(gt_boxes, priors_xyxy)  # (G, P)
+    best_iou, best_object_idx = overlaps.max(dim=0)
+    if not best_object:  # the first object above the threshold, not the best one
+        best_object_idx = (overlaps > iou_threshold).int().argmax(dim=0)
+    positive = best_iou > iou_threshold
+    if forced:
+        best_prior = overlaps.argmax(dim=1)
+        best_object_idx[best_prior] = torch.arange(len(gt_boxes))
+        positive[best_prior] = True
+    labels = torch.where(positive, gt_labels[best_object_idx], 0)
+    boxes = torch.where(positive[:, None], gt_boxes[best_object_idx], priors_xyxy)
+    return boxes, labels
+
+
+def smooth_l1(x):
+    return torch.where(x.abs() < 1, 0.5 * x**2, x.abs() - 0.5)
+
+
+def my_hard_negative_mask(conf_loss, positive, neg_pos_ratio=3.0, cap=True, per_image=True, exclude_positives=True,
+                          all_negatives=False):
+    if all_negatives:
+        return ~positive
+    shape = conf_loss.shape
+    loss, positive = conf_loss.clone(), positive.clone()
+    if not per_image:
+        loss, positive = loss.reshape(1, -1), positive.reshape(1, -1)
+    if exclude_positives:
+        loss[positive] = float("-inf")
+    num_pos = positive.sum(dim=1, keepdim=True)
+    num_neg = neg_pos_ratio * num_pos
+    if cap:
+        num_neg = num_neg.clamp(max=positive.shape[1] - num_pos)
+    rank = loss.argsort(dim=1, descending=True).argsort(dim=1)
+    return (rank < num_neg).reshape(shape)
+
+
+def my_multibox_loss(loc, logits, loc_targets, labels, divide=True, guard=True):
+    positive = labels > 0
+    n = positive.sum()
+    loc_loss = F.smooth_l1_loss(loc[positive], loc_targets[positive], reduction="sum")
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+    conf_loss = ce[positive | hard_negative_mask(ce, positive)].sum()
+    total = conf_loss + loc_loss
+    if divide:
+        total = total / (n.clamp(min=1) if guard else n)
+    return total
+
+
+def hflip(image, boxes, swap=True, offset=0.0):
+    width = image.shape[-1] - offset
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    new_x1, new_x2 = (width - x2, width - x1) if swap else (width - x1, width - x2)
+    return image.flip(-1), torch.stack((new_x1, y1, new_x2, y2), dim=-1)
+
+
+def my_nms(boxes, scores, iou_threshold, strict=True, by_score=True, only_kept_suppress=True):
+    order = scores.argsort(descending=True)
+    overlaps = torchvision.ops.box_iou(boxes, boxes)
+    over = overlaps > iou_threshold if strict else overlaps >= iou_threshold
+    if only_kept_suppress:
+        keep, suppressed = [], torch.zeros(len(boxes), dtype=torch.bool)
+        for i in order.tolist():
+            if not suppressed[i]:
+                keep.append(i)
+                suppressed |= over[i]
+    else:  # every higher-scoring box suppresses, kept or not
+        rank = order.argsort()
+        higher = rank[None, :] < rank[:, None]  # higher[j, i]: box i scores above box j
+        dead = (over & higher).any(dim=1)
+        keep = [i for i in order.tolist() if not dead[i]]
+    if not by_score:
+        keep = sorted(keep)
+    return torch.tensor(keep, dtype=torch.long)
+
+
+def my_average_precision(recall, precision, use_07_metric=True, envelope=True, always=None,
+                         levels=np.arange(11) / 10):
+    if always is not None:
+        use_07_metric = always
+    if envelope:
+        precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    if use_07_metric:
+        if envelope:
+            return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in levels]))
+        return float(np.mean([precision[np.argmax(recall >= t)] if (recall >= t).any() else 0.0 for t in levels]))
+    steps = np.diff(np.concatenate(([0.0], recall)))
+    return float(np.sum(steps * precision))
+
+
+def lr_at(step, total_steps, base_lr, warmup_steps, warmup=True, warmup_from_zero=False):
+    factor = 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+    if warmup and step < warmup_steps:
+        factor *= (step if warmup_from_zero else step + 1) / warmup_steps
+    return base_lr * factor
+
+
+LEARNER = {
+    checks.check_iou: iou,
+    checks.check_xyxy_to_cxcywh: to_cxcywh,
+    checks.check_encode: my_encode,
+    checks.check_decode: my_decode,
+    checks.check_scales: scales,
+    checks.check_default_boxes: my_default_boxes,
+    checks.check_match: my_match,
+    checks.check_smooth_l1: smooth_l1,
+    checks.check_hard_negative_mining: my_hard_negative_mask,
+    checks.check_multibox_loss: my_multibox_loss,
+    checks.check_hflip: hflip,
+    checks.check_nms: my_nms,
+    checks.check_average_precision: my_average_precision,
+    checks.check_lr_schedule: lr_at,
+}
+
+P = functools.partial
+
+# (checker, wrong version, the case it must fail, a word the hint must contain)
+WRONG = [
+    (checks.check_iou, P(iou, subtract=False), "identical boxes", "area_a + area_b - intersection"),
+    (checks.check_iou, P(iou, clamp=False), "disjoint boxes", "clamp"),
+    (checks.check_xyxy_to_cxcywh, P(to_cxcywh, swap_wh=True), "wide box", "swapped"),
+    (checks.check_xyxy_to_cxcywh, P(to_cxcywh, centre_is_corner=True), "unit square", "midpoint"),
+    (checks.check_encode, P(my_encode, use_variances=False), "shifted box", "variances[0]"),
+    (checks.check_encode, P(my_encode, use_log=False), "matched box = its default box", "log"),
+    (checks.check_encode, P(my_encode, divide_by_size=False), "shifted box", "d_w"),
+    (checks.check_decode, P(my_decode, twice=True), "centre offsets only", "applied once"),
+    (checks.check_decode, P(my_decode, as_xyxy=False), "zero offsets", "corners"),
+    (checks.check_scales, P(scales, divide_by_m=True), "paper setting m = 6", "m - 1"),
+    (checks.check_default_boxes, P(my_default_boxes, offset=0.0), "one 1 x 1 map", "(j + 0.5)"),
+    (checks.check_default_boxes, P(my_default_boxes, extra_square=False), "one 1 x 1 map", "s'_k"),
+    (checks.check_default_boxes, P(my_default_boxes, cx_from_column=False), "2 x 2 map", "swapped"),
+    (checks.check_match, P(my_match, forced=False), "tiny object", "step 1 of the matching"),
+    (checks.check_match, P(my_match, best_object=False), "two overlapping objects", "MOST"),
+    (checks.check_smooth_l1, torch.abs, "small values", "0.5 * x**2"),
+    (checks.check_smooth_l1, lambda x: 0.5 * x**2, "large values", "|x| - 0.5"),
+    (checks.check_hard_negative_mining, P(my_hard_negative_mask, cap=False), "only 2 negatives", "min(neg_pos_ratio"),
+    (checks.check_hard_negative_mining, P(my_hard_negative_mask, all_negatives=True), "no positives", "hardest"),
+    (checks.check_hard_negative_mining, P(my_hard_negative_mask, per_image=False), "per image", "per image"),
+    (checks.check_hard_negative_mining, P(my_hard_negative_mask, exclude_positives=False), "positives have the highest",
+     "exclude them"),
+    (checks.check_multibox_loss, P(my_multibox_loss, divide=False), "one image, 3 positives", "divide by N = 3"),
+    (checks.check_multibox_loss, P(my_multibox_loss, guard=False), "no positives", "max(N, 1)"),
+    (checks.check_hflip, P(hflip, swap=False), "one box", "x1' = W - x2"),
+    (checks.check_hflip, P(hflip, offset=1.0), "one box", "W - 1 - x"),
+    (checks.check_nms, P(my_nms, strict=False), "IoU exactly at the threshold", "strictly"),
+    (checks.check_nms, P(my_nms, by_score=False), "scores not in index order", "decreasing score"),
+    (checks.check_nms, P(my_nms, only_kept_suppress=False), "chain", "KEPT"),
+    (checks.check_average_precision, P(my_average_precision, always=True), "precision goes up again (all-point)",
+     "11-point AP"),
+    (checks.check_average_precision, P(my_average_precision, always=False), "recall stops at exactly 0.3", "other AP"),
+    (checks.check_average_precision, P(my_average_precision, envelope=False), "precision goes up again (11-point)",
+     "envelope"),
+    (checks.check_average_precision, P(my_average_precision, levels=np.arange(0.0, 1.1, 0.1)), "exactly 0.3",
+     "np.arange(11) / 10"),
+    (checks.check_lr_schedule, P(lr_at, warmup=False), "step 0", "left out the warm-up"),
+    (checks.check_lr_schedule, P(lr_at, warmup_from_zero=True), "step 0", "not step / warmup_steps"),
+]
+
+
+def _name(fn) -> str:
+    if isinstance(fn, functools.partial):
+        return fn.func.__name__ + "-" + "-".join(f"{k}={v}" for k, v in fn.keywords.items())[:40]
+    return getattr(fn, "__name__", "fn")
+
+
+@pytest.mark.parametrize("checker", list(LIBRARY), ids=lambda c: c.__name__)
+def test_library_function_passes(checker, capsys):
+    result = checker(LIBRARY[checker])
+    assert result.passed, result.message
+    assert bool(result) and result.name == checker.__name__
+    assert capsys.readouterr().out == result.message + "\n"  # printed once, the same line
+    assert result.message.startswith(f"✅ {checker.__name__} passed: ")
+
+
+@pytest.mark.parametrize("checker", list(LEARNER), ids=lambda c: c.__name__)
+def test_learner_style_solution_passes(checker):
+    result = checker(LEARNER[checker])
+    assert result.passed, result.message
+
+
+@pytest.mark.parametrize("checker, wrong, case, hint", WRONG, ids=[f"{c.__name__}-{_name(w)}" for c, w, _, _ in WRONG])
+def test_wrong_version_fails_with_case_and_hint(checker, wrong, case, hint):
+    result = checker(wrong)
+    assert not result.passed
+    assert not bool(result)
+    assert result.message.startswith(f"❌ {checker.__name__}: case '")
+    assert case in result.message.split(":")[1], result.message  # the failing case is the one built for this mistake
+    assert "Hint: " in result.message
+    assert hint in result.message.split("Hint: ", 1)[1], result.message
+
+
+def _not_implemented(*args):
+    raise NotImplementedError("write your code here")
+
+
+def _broken(*args):
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("checker", list(LIBRARY), ids=lambda c: c.__name__)
+def test_not_implemented_is_reported_not_raised(checker):
+    result = checker(_not_implemented)
+    assert not result.passed
+    assert "not implemented yet" in result.message
+    assert "raise NotImplementedError" in result.message
+
+
+@pytest.mark.parametrize("checker", list(LIBRARY), ids=lambda c: c.__name__)
+def test_other_exception_is_reported_with_its_type(checker):
+    result = checker(_broken)
+    assert not result.passed
+    assert "ValueError: boom" in result.message
+    assert "case '" in result.message and "Hint: " in result.message
+
+
+def test_exception_message_points_at_the_learners_line():
+    def iou_with_bug(boxes_a, boxes_b):
+        area = boxes_a[:, 2] * boxes_a[:, 5]  # index 5 does not exist
+        return area
+
+    result = checks.check_iou(iou_with_bug)
+    assert "IndexError" in result.message and "boxes_a[:, 5]" in result.message
+
+
+def test_numpy_and_list_results_are_accepted():
+    assert checks.check_iou(lambda a, b: torchvision.ops.box_iou(a, b).numpy())
+    assert checks.check_nms(lambda boxes, scores, t: torchvision.ops.nms(boxes, scores, t).tolist())
+    assert checks.check_scales(lambda m, lo=0.2, hi=0.9: np.array(paper_scales(m, lo, hi)))
+    assert checks.check_multibox_loss(lambda *args: lib_multibox_loss(*args) if args[0].requires_grad
+                                      else lib_multibox_loss(*args).item())
+
+
+def test_match_with_greater_or_equal_passes():
+    """The cases avoid IoUs exactly at the threshold: >= and > are both accepted (spec)."""
+    def match_ge(gt_boxes, gt_labels, priors_cxcywh, iou_threshold=0.5):
+        return my_match(gt_boxes, gt_labels, priors_cxcywh, iou_threshold - 1e-6)
+
+    assert checks.check_match(match_ge)
+
+
+def test_hard_negative_ties_accept_any_choice():
+    def last_among_ties(conf_loss, positive, neg_pos_ratio=3.0):  # breaks ties the other way round
+        flipped = hard_negative_mask(conf_loss.flip(1), positive.flip(1), neg_pos_ratio)
+        return flipped.flip(1)
+
+    assert checks.check_hard_negative_mining(last_among_ties)
+
+
+def test_bool_mask_dtype_matters():
+    result = checks.check_hard_negative_mining(lambda *args: hard_negative_mask(*args).long())
+    assert not result.passed and "bool" in result.message
+
+
+def test_integer_labels_required():
+    result = checks.check_match(lambda *args: (match(*args)[0], match(*args)[1].float()))
+    assert not result.passed and "integer labels" in result.message
+
+
+def test_modifying_an_input_is_reported():
+    def mask_in_place(conf_loss, positive, neg_pos_ratio=3.0):
+        conf_loss[positive] = float("-inf")
+        return hard_negative_mask(conf_loss, positive, neg_pos_ratio)
+
+    result = checks.check_hard_negative_mining(mask_in_place)
+    assert not result.passed and "changed its input `conf_loss` in place" in result.message
+
+
+def test_returning_none_and_wrong_shape_are_explained():
+    assert "forget the `return`" in checks.check_smooth_l1(lambda x: None).message
+    result = checks.check_iou(lambda a, b: torchvision.ops.box_iou(a, b).T)
+    assert "case '2 x 3 pairs'" in result.message and "shape (2, 3), got shape (3, 2)" in result.message
+    assert "boxes_a[:, None, :]" in result.message
+
+
+def test_loss_must_stay_differentiable():
+    result = checks.check_multibox_loss(lambda *args: lib_multibox_loss(*args).item())
+    assert not result.passed and "the loss is differentiable" in result.message and ".item()" in result.message
+
+
+def test_passing_a_value_instead_of_a_function():
+    result = checks.check_iou(torch.zeros(2, 2))
+    assert not result.passed and "pass the function itself" in result.message
+
+
+def test_check_result_repr_is_short_and_str_is_the_line(capsys):
+    result = checks.check_smooth_l1(smooth_l1)
+    assert repr(result) == "CheckResult(passed=True, name='check_smooth_l1')"
+    assert str(result) == result.message
+    assert not hasattr(result, "_repr_html_")  # Jupyter shows the short repr; the line was printed once
+    assert capsys.readouterr().out.count("check_smooth_l1 passed") == 1
