@@ -252,15 +252,30 @@ class ModelConfig:
                    backbone_kwargs=dict(d.get("backbone_kwargs", {})))
 
     @classmethod
-    def small(cls, num_classes: int, image_size: int = 128, **backbone_kwargs) -> "ModelConfig":
-        """The course's CPU model: maps at strides 8, 16, 32, 64, 128 of a ``image_size`` input."""
+    def small(cls, num_classes: int, image_size: int = 128, scales: tuple[float, ...] | None = None,
+              aspect_ratios: tuple[tuple[float, ...], ...] | None = None, **backbone_kwargs) -> "ModelConfig":
+        """The course's CPU model: maps at strides 8, 16, 32, 64, 128 of a ``image_size`` input.
+
+        ``scales``: m + 1 box sizes as fractions of the image (map k gets s_k and
+        s'_k = sqrt(s_k s_{k+1})); default: the paper's formula (Eq. 4) with s_min 0.1, s_max 0.9.
+        """
         num_extras = backbone_kwargs.get("num_extras", 3)
         # Each 3x3 stride-2 conv (padding 1) rounds up: n -> ceil(n / 2), so the maps are ceil(size / stride).
         maps = [-(-image_size // 8), -(-image_size // 16)]
         for _ in range(num_extras):
             maps.append((maps[-1] + 1) // 2)  # 3x3 stride 2 padding 1
-        priors = PriorConfig.from_paper(image_size, tuple(maps), s_min=0.1, s_max=0.9,
-                                        aspect_ratios=((2,),) + ((2, 3),) * (len(maps) - 1))
+        if aspect_ratios is None:
+            aspect_ratios = ((2,),) + ((2, 3),) * (len(maps) - 1)
+        if scales is None:
+            priors = PriorConfig.from_paper(image_size, tuple(maps), s_min=0.1, s_max=0.9, aspect_ratios=aspect_ratios)
+        else:
+            if len(scales) != len(maps) + 1:
+                raise ValueError(f"scales needs {len(maps) + 1} entries (one per map plus the last s_(m+1)); got {len(scales)}")
+            priors = PriorConfig(image_size=image_size, feature_maps=tuple(maps),
+                                 steps=tuple(image_size / f for f in maps),
+                                 min_sizes=tuple(s * image_size for s in scales[:-1]),
+                                 max_sizes=tuple(s * image_size for s in scales[1:]),
+                                 aspect_ratios=tuple(tuple(r) for r in aspect_ratios))
         return cls("small", num_classes, priors, dict(backbone_kwargs))
 
 
@@ -286,9 +301,10 @@ def ssd512_vgg16(num_classes: int = 21) -> SSD:
     return build_model(ModelConfig("ssd512", num_classes, PriorConfig.ssd512()))
 
 
-def ssd_small(num_classes: int = 7, image_size: int = 128, **backbone_kwargs) -> SSD:
-    """The course's small SSD (same machinery, small batch-normed base) for CPU training."""
-    return build_model(ModelConfig.small(num_classes, image_size, **backbone_kwargs))
+def ssd_small(num_classes: int = 7, image_size: int = 128, **kwargs) -> SSD:
+    """The course's small SSD (same machinery, small batch-normed base) for CPU training.
+    ``kwargs``: ``scales``/``aspect_ratios`` (default boxes) and backbone options (``widths``...)."""
+    return build_model(ModelConfig.small(num_classes, image_size, **kwargs))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -67,6 +67,7 @@ class TrainConfig:
     milestones: tuple[float, ...] = (2 / 3, 5 / 6)  # released VOC07+12: 80k, 100k of 120k iterations
     gamma: float = 0.1
     grad_clip: float | None = None
+    optimizer: str = "sgd"  # or "adamw" (the small CPU model converges faster with it)
     neg_pos_ratio: float = 3.0
     amp: bool | None = None
     channels_last: bool | None = None
@@ -217,15 +218,20 @@ def _atomic_write_text(text: str, path: Path) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's state is stored as a tensor and plain numbers: weights_only loading rejects numpy arrays.
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -395,8 +401,13 @@ def train(
     for name, p in model.named_parameters():
         # No weight decay on biases, norm scales and the L2Norm scale (standard practice).
         (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=cfg.momentum)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    elif cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
 
     sampler = EpochSampler(len(train_dataset), cfg.seed, rank, world)
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
@@ -407,6 +418,7 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling
 
     start_epoch, start_step, global_step = 0, 0, 0
+    epoch_sums = None  # loss sums of the epoch a Ctrl-C interrupted, so that its record covers all its steps
     history: list[dict] = []
     steps_log: list[dict] = []
     if resume is not None:
@@ -421,8 +433,8 @@ def train(
         start_epoch, start_step, global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
         history, steps_log = list(ckpt.get("history", [])), list(ckpt.get("steps", []))
         _set_rng_state(ckpt["rng"])
-        if start_step >= steps_per_epoch:
-            start_epoch, start_step = start_epoch + 1, 0
+        # Stopped at the last step of an epoch: the loop below has no step left and only closes the epoch.
+        epoch_sums = ckpt.get("extra", {}).get("epoch_sums") if start_step else None
 
     train_model: nn.Module = model
     if world > 1:
@@ -442,10 +454,10 @@ def train(
     interrupted = False
     amp_ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_amp else nullcontext
 
-    def checkpoint(epoch: int, step_in_epoch: int, name: str = "last.pt") -> None:
+    def checkpoint(epoch: int, step_in_epoch: int, name: str = "last.pt", sums: dict | None = None) -> None:
         if out is not None and is_main:
             save_checkpoint(out / name, model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step,
-                            cfg, history, steps_log, extra={"class_names": list(getattr(train_dataset, "classes", []))})
+                            cfg, history, steps_log, extra={"class_names": list(getattr(train_dataset, "classes", [])), "epoch_sums": sums or {}})
 
     # Ctrl-C: finish the current step, save, and return (a second Ctrl-C aborts at once).
     stop_requested = {"flag": False}
@@ -464,7 +476,7 @@ def train(
             first_step = start_step if epoch == start_epoch else 0
             bar = _progress(range(first_step, steps_per_epoch), progress and is_main, f"epoch {epoch + 1}/{cfg.epochs}")
             it = iter(loader)
-            sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0, "n": 0}
+            sums = dict(epoch_sums) if epoch == start_epoch and epoch_sums else {"loss": 0.0, "loc": 0.0, "conf": 0.0, "n": 0}
             t_epoch, seen = time.perf_counter(), 0
             for step_in_epoch in bar:
                 images, targets = next(it)
@@ -481,7 +493,7 @@ def train(
                 loss_value = float(parts.total.detach())  # one sync per step, needed for the finite check and the log
                 if not math.isfinite(loss_value):
                     raise NonFiniteLossError(
-                        f"loss became {loss_value} at step {global_step} (epoch {epoch + 1}, batch {step_in_epoch}); "
+                        f"loss became {loss_value} at step {global_step + 1} (epoch {epoch + 1}, batch {step_in_epoch}); "
                         "the last good checkpoint was kept. Lower the learning rate, add warm-up or gradient clipping, "
                         "or check the data for degenerate boxes"
                     )
@@ -490,17 +502,18 @@ def train(
                 grad_norm = None
                 if cfg.grad_clip:
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                step_lr = optimizer.param_groups[0]["lr"]  # the lr of this step; scheduler.step() sets the next one
                 optimizer.step()
                 scheduler.step()
                 global_step += 1
                 seen += images.shape[0]
                 sums["loss"] += loss_value
-                sums["loc"] += float(parts.loc)
-                sums["conf"] += float(parts.conf)
+                sums["loc"] += float(parts.loc.detach())
+                sums["conf"] += float(parts.conf.detach())
                 sums["n"] += 1
                 if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch - 1:
-                    rec = {"step": global_step, "epoch": epoch + 1, "loss": loss_value, "loc": float(parts.loc),
-                           "conf": float(parts.conf), "num_pos": int(parts.num_pos), "lr": optimizer.param_groups[0]["lr"],
+                    rec = {"step": global_step, "epoch": epoch + 1, "loss": loss_value, "loc": float(parts.loc.detach()),
+                           "conf": float(parts.conf.detach()), "num_pos": int(parts.num_pos), "lr": step_lr,
                            "grad_norm": grad_norm, "images_per_s": seen * world / (time.perf_counter() - t_epoch)}
                     steps_log.append(rec)
                     if metrics_file:
@@ -509,11 +522,11 @@ def train(
                     if on_step:
                         on_step(rec)
                 if hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{loss_value:.3f}", loc=f"{float(parts.loc):.3f}",
-                                    conf=f"{float(parts.conf):.3f}", img_s=f"{seen * world / (time.perf_counter() - t_epoch):.0f}")
+                    bar.set_postfix(loss=f"{loss_value:.3f}", loc=f"{float(parts.loc.detach()):.3f}",
+                                    conf=f"{float(parts.conf.detach()):.3f}", img_s=f"{seen * world / (time.perf_counter() - t_epoch):.0f}")
                 if stop_requested["flag"]:
                     interrupted = True
-                    checkpoint(epoch, step_in_epoch + 1)
+                    checkpoint(epoch, step_in_epoch + 1, sums=sums)
                     break
             if interrupted:
                 break

@@ -16,7 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["show_image", "draw_boxes", "plot_detections", "CLASS_COLORS", "to_numpy_image"]
+__all__ = ["show_image", "draw_boxes", "draw_box_outlines", "draw_cell_grid", "plot_detections", "CLASS_COLORS",
+           "to_numpy_image"]
 
 CLASS_COLORS = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#17becf",
                 "#bcbd22", "#7f7f7f"]
@@ -60,6 +61,32 @@ def draw_boxes(ax, boxes: Tensor, labels: Tensor | None = None, scores: Tensor |
             artists.append(ax.text(x1, y1, " ".join(text), color="white", fontsize=fontsize, va="bottom",
                                    bbox=dict(facecolor=c, alpha=0.7, pad=1, edgecolor="none")))
     return artists
+
+
+def draw_box_outlines(ax, boxes: Tensor, colors="#e41a1c", linewidth: float = 1.0, alpha: float = 1.0,
+                      linestyle: str = "-", label: str | None = None):
+    """Draw many ``boxes (N, 4)`` pixel xyxy as one unfilled PolyCollection (fast for thousands of
+    default boxes or candidates). ``colors``: one colour or N colours. Returns the collection."""
+    from matplotlib.collections import PolyCollection
+
+    boxes = torch.as_tensor(boxes).detach().cpu().reshape(-1, 4).double()
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    corners = torch.stack([torch.stack(c, dim=-1) for c in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))], dim=1)
+    collection = PolyCollection(corners.numpy(), facecolors="none", edgecolors=colors, linewidths=linewidth,
+                                alpha=alpha, linestyles=linestyle, label=label)
+    return ax.add_collection(collection, autolim=False)
+
+
+def draw_cell_grid(ax, feature_map: int, step: float, color: str = "0.35", linewidth: float = 0.6,
+                   alpha: float = 0.6):
+    """The ``feature_map x feature_map`` cells of a source map as grid lines ``step`` pixels apart
+    (cell (i, j) spans x in [j step, (j + 1) step], y in [i step, (i + 1) step]). Returns the collection."""
+    from matplotlib.collections import LineCollection
+
+    end = feature_map * step
+    ticks = [i * step for i in range(feature_map + 1)]
+    lines = [[(t, 0), (t, end)] for t in ticks] + [[(0, t), (end, t)] for t in ticks]
+    return ax.add_collection(LineCollection(lines, colors=color, linewidths=linewidth, alpha=alpha), autolim=False)
 
 
 def plot_detections(images: Sequence[Tensor], detections: Sequence[dict], class_names: Sequence[str] | None = None,
