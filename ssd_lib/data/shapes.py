@@ -81,14 +81,14 @@ class ShapesConfig:
     objects_per_image: tuple[int, int] = (1, 8)
     empty_prob: float = 0.05
     size_range: tuple[float, float] = (0.05, 0.9)
-    size_concentration: float = 1.3
+    size_concentration: float = 2.0
     aspect_range: tuple[float, float] = (1 / 3, 3.0)
     max_side: float = 1.0
     min_side_px: float = 9.0
-    area_budget: float = 0.9
-    max_iou: float = 0.3
-    min_visible: float = 0.65
-    border_prob: float = 0.25
+    area_budget: float = 0.6
+    max_iou: float = 0.15
+    min_visible: float = 0.8
+    border_prob: float = 0.2
     placement_tries: int = 20
     # -- shape details (fractions of the half box)
     ring_inner: tuple[float, float] = (0.45, 0.65)
@@ -96,7 +96,7 @@ class ShapesConfig:
     star_inner: tuple[float, float] = (0.38, 0.50)
     # -- colour
     palette: tuple[tuple[float, float, float], ...] = PALETTE
-    min_contrast: float = 0.25     # luminance difference to the local background and to occluded objects
+    min_contrast: float = 0.3      # luminance difference to the local background and to occluded objects
     shading: float = 0.12          # brightness ramp across an object (0 = flat fill)
     # -- background
     background_luminance: tuple[float, float] = (0.15, 0.85)
@@ -106,9 +106,9 @@ class ShapesConfig:
     blob_grid: tuple[int, int] = (2, 5)
     pattern_prob: float = 0.5      # chance of low-contrast stripes or a checkerboard
     pattern_contrast: tuple[float, float] = (0.02, 0.06)
-    noise: tuple[float, float] = (0.0, 0.05)  # amplitude of uniform per-pixel noise
+    noise: tuple[float, float] = (0.0, 0.03)  # amplitude of uniform per-pixel noise
     # -- clutter (never labelled)
-    clutter_count: tuple[int, int] = (2, 10)
+    clutter_count: tuple[int, int] = (1, 6)
     clutter_thickness: tuple[int, int] = (1, 2)
 
     def __post_init__(self) -> None:
@@ -143,6 +143,16 @@ class ShapesConfig:
     def default(cls) -> "ShapesConfig":
         """The course's dataset: clutter, textures, occlusion and border cuts."""
         return cls()
+
+    @classmethod
+    def hard(cls) -> "ShapesConfig":
+        """More occlusion, clutter, noise and extreme sizes than the default (for ambitious runs).
+
+        The default was made gentler after measuring the small model (128 px, 1252 AdamW steps over
+        4 epochs of 10k images with the SSD augmentation, one CPU thread): test VOC mAP@0.5 0.59 on
+        this setting, 0.74 on the default."""
+        return cls(size_concentration=1.3, area_budget=0.9, max_iou=0.3, min_visible=0.65, border_prob=0.25, min_contrast=0.25,
+                   noise=(0.0, 0.05), clutter_count=(2, 10))
 
     @classmethod
     def easy(cls) -> "ShapesConfig":
