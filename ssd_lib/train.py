@@ -73,6 +73,7 @@ class TrainConfig:
     channels_last: bool | None = None
     compile: bool = False
     num_workers: int = 2
+    cpu_threads: int | None = None  # CPU training: compute threads (None: one core left per data worker)
     eval_every: int = 1  # epochs; 0 = never
     eval_batch_size: int = 64
     seed: int = 0
@@ -89,9 +90,16 @@ class TrainConfig:
 
     @classmethod
     def small_cpu(cls, **overrides) -> "TrainConfig":
-        """The course's small model on two CPU cores: batch-norm lets it take a larger lr."""
-        base = cls(epochs=12, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, warmup_steps=100,
-                   schedule="cosine", grad_clip=10.0, num_workers=1, eval_every=0)
+        """The course's small model on two CPU cores, on the built-in (unlimited) Shapes data.
+
+        Measured choices (128 px, 1250 steps, one CPU thread; test VOC mAP@0.5): AdamW reached
+        0.33 where SGD (lr 0.05) reached 0.04 after 313 steps; fresh images with flips only reached
+        0.85 where the full SSD augmentation reached 0.74. Augmentation fights a *limited* dataset
+        (VOC's 16k images); generated data is unlimited, so the preset draws new images instead.
+        """
+        base = cls(epochs=1, batch_size=32, optimizer="adamw", lr=5e-3, momentum=0.9, weight_decay=5e-4,
+                   warmup_steps=100, schedule="cosine", grad_clip=10.0, num_workers=1, eval_every=0,
+                   augment={"photometric": False, "expand": False, "crop": False})
         return replace(base, **overrides)
 
 
@@ -387,6 +395,13 @@ def train(
     use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     torch.manual_seed(cfg.seed)
+    previous_threads = torch.get_num_threads()
+    if device.type == "cpu":
+        # Compute threads and loader workers share the cores; oversubscribing them makes every
+        # parallel op wait for a descheduled thread (measured: 2 threads + 1 worker on 2 busy cores
+        # ran at 7 images/s, 1 thread + inline data at 70).
+        threads = cfg.cpu_threads or max(1, (os.cpu_count() or 1) // world - cfg.num_workers)
+        torch.set_num_threads(threads)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -530,6 +545,11 @@ def train(
                     break
             if interrupted:
                 break
+            if world > 1:
+                # DDP copies rank 0's buffers (batch-norm statistics) at the start of each forward, so after
+                # the last step every rank has its own: take rank 0's, which the checkpoint stores, before evaluating.
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
             epoch_time = time.perf_counter() - t_epoch
             rec = {"epoch": epoch + 1, "step": global_step, "loss": sums["loss"] / max(sums["n"], 1),
                    "loc": sums["loc"] / max(sums["n"], 1), "conf": sums["conf"] / max(sums["n"], 1),
@@ -553,6 +573,7 @@ def train(
                 plot_history(steps_log, history, out / "curves.png")
             start_step = 0
     finally:
+        torch.set_num_threads(previous_threads)
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
         if metrics_file:
