@@ -292,10 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["render"]:
+    if argv[:1] in (["render"], ["grade"]):
         # argparse.REMAINDER does not take a first argument that starts with '-' (render --format voc ...):
-        # everything after "render" goes to its own parser as it is.
-        args = build_parser().parse_args(["render"])
+        # everything after the subcommand goes to its own parser as it is.
+        args = build_parser().parse_args(argv[:1])
         args.rest = argv[1:]
     else:
         args = build_parser().parse_args(argv)

@@ -133,12 +133,15 @@ class SmallBackbone(nn.Module):
     """
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64, 128, 128), num_extras: int = 3,
-                 extra_width: int = 128) -> None:
+                 extra_width: int = 128, stride4_source: bool = False) -> None:
         super().__init__()
         w1, w2, w3, w4, w5 = widths
-        self.stage8 = nn.Sequential(  # stride 8
+        self.stride4_source = stride4_source
+        self.stage4 = nn.Sequential(  # stride 4
             _conv_bn_relu(3, w1, stride=2),
             _conv_bn_relu(w1, w2, stride=2), _conv_bn_relu(w2, w2),
+        )
+        self.stage8 = nn.Sequential(  # stride 8
             _conv_bn_relu(w2, w3, stride=2), _conv_bn_relu(w3, w3), _conv_bn_relu(w3, w3),
         )
         self.stage16 = nn.Sequential(  # stride 16
@@ -152,11 +155,13 @@ class SmallBackbone(nn.Module):
             ))
             cin = extra_width
         self.extras = nn.ModuleList(extras)
-        self.out_channels = (w3, w5) + (extra_width,) * num_extras
+        self.out_channels = ((w2,) if stride4_source else ()) + (w3, w5) + (extra_width,) * num_extras
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        x = self.stage8(images)
-        features = [x]
+        x = self.stage4(images)
+        features = [x] if self.stride4_source else []
+        x = self.stage8(x)
+        features.append(x)
         x = self.stage16(x)
         features.append(x)
         for block in self.extras:
@@ -264,8 +269,10 @@ class ModelConfig:
         maps = [-(-image_size // 8), -(-image_size // 16)]
         for _ in range(num_extras):
             maps.append((maps[-1] + 1) // 2)  # 3x3 stride 2 padding 1
+        if backbone_kwargs.get("stride4_source"):
+            maps.insert(0, -(-image_size // 4))
         if aspect_ratios is None:
-            aspect_ratios = ((2,),) + ((2, 3),) * (len(maps) - 1)
+            aspect_ratios = ((2,),) * (len(maps) - 4) + ((2, 3),) * 4
         if scales is None:
             priors = PriorConfig.from_paper(image_size, tuple(maps), s_min=0.1, s_max=0.9, aspect_ratios=aspect_ratios)
         else:

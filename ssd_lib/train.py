@@ -96,9 +96,11 @@ class TrainConfig:
         0.33 where SGD (lr 0.05) reached 0.04 after 313 steps; fresh images with flips only reached
         0.85 where the full SSD augmentation reached 0.74. Augmentation fights a *limited* dataset
         (VOC's 16k images); generated data is unlimited, so the preset draws new images instead.
+        Data is made in the main process: on two idle cores, 2 compute threads with inline data
+        ran at 132 images/s, against 100 with one loader worker (1 or 2 compute threads).
         """
         base = cls(epochs=1, batch_size=32, optimizer="adamw", lr=5e-3, momentum=0.9, weight_decay=5e-4,
-                   warmup_steps=100, schedule="cosine", grad_clip=10.0, num_workers=1, eval_every=0,
+                   warmup_steps=100, schedule="cosine", grad_clip=10.0, num_workers=0, eval_every=0,
                    augment={"photometric": False, "expand": False, "crop": False})
         return replace(base, **overrides)
 
@@ -472,7 +474,8 @@ def train(
     def checkpoint(epoch: int, step_in_epoch: int, name: str = "last.pt", sums: dict | None = None) -> None:
         if out is not None and is_main:
             save_checkpoint(out / name, model, optimizer, scheduler, scaler, epoch, step_in_epoch, global_step,
-                            cfg, history, steps_log, extra={"class_names": list(getattr(train_dataset, "classes", [])), "epoch_sums": sums or {}})
+                            cfg, history, steps_log, extra={"class_names": list(getattr(train_dataset, "classes", [])),
+                                                            "epoch_sums": sums or {}})
 
     # Ctrl-C: finish the current step, save, and return (a second Ctrl-C aborts at once).
     stop_requested = {"flag": False}
@@ -491,7 +494,9 @@ def train(
             first_step = start_step if epoch == start_epoch else 0
             bar = _progress(range(first_step, steps_per_epoch), progress and is_main, f"epoch {epoch + 1}/{cfg.epochs}")
             it = iter(loader)
-            sums = dict(epoch_sums) if epoch == start_epoch and epoch_sums else {"loss": 0.0, "loc": 0.0, "conf": 0.0, "n": 0}
+            sums = {"loss": 0.0, "loc": 0.0, "conf": 0.0, "n": 0}
+            if epoch == start_epoch and epoch_sums:
+                sums = dict(epoch_sums)
             t_epoch, seen = time.perf_counter(), 0
             for step_in_epoch in bar:
                 images, targets = next(it)
