@@ -16,7 +16,7 @@ from pathlib import Path
 
 # The main job draws this many fresh training images (one epoch): sized to train in about 8 minutes
 # on two CPU cores (see README for the measured time and mAP).
-MAIN_TRAIN_IMAGES = 2400 * 32
+MAIN_TRAIN_IMAGES = 2200 * 32
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
