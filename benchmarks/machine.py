@@ -63,5 +63,5 @@ def describe(info: dict[str, Any]) -> str:
     gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
     end = info.get("load_average_end")
     load = f"load average {info['load_average_start']} at start" + (f", {end} at end" if end else "")
-    return (f"{info['cpu_model']}, {info['cpu_cores']} cores, {info['torch_threads']} torch threads{gpu}; "
+    return (f"{info['cpu_model']}, {info['cpu_cores']} cores, torch threads: {info['torch_threads']}{gpu}; "
             f"torch {info['torch']}, torchvision {info['torchvision']}; {info['date']}; {load}")

@@ -18,6 +18,7 @@ from typing import Any, Callable, ContextManager, Optional
 
 import torch
 
+from .checks import Mismatch
 from .timing import Timing, top_ops
 
 __all__ = ["Settings", "Row", "run_check", "finish_row", "error_row"]
@@ -94,10 +95,8 @@ class Row:
 
 
 def run_check(check: Callable[[], str]) -> str:
-    """``"ok: <summary>"`` if ``check()`` passes, ``"MISMATCH: <why>"`` if it raises :class:`benchmarks.checks.Mismatch`.
+    """``"ok: <summary>"`` if ``check()`` passes, ``"MISMATCH: <why>"`` if it raises :class:`Mismatch`.
     The case is still timed after a mismatch, but its row reports no speed-up."""
-    from .checks import Mismatch
-
     try:
         return f"ok: {check()}"
     except Mismatch as error:
@@ -115,8 +114,7 @@ def finish_row(row: Row, settings: Settings, ours: Callable[[], Any] | None = No
 
 
 def error_row(case: str, error: BaseException) -> Row:
-    """A row for a case that could not run or whose check failed (see benchmarks.checks.Mismatch)."""
-    from .checks import Mismatch
-
-    kind = "MISMATCH" if isinstance(error, Mismatch) else "ERROR"
-    return Row(case, None, None, check=f"{kind}: {type(error).__name__}: {error}" if kind == "ERROR" else f"{kind}: {error}")
+    """A row for a case that raised: MISMATCH for a failed check, ERROR for anything else."""
+    if isinstance(error, Mismatch):
+        return Row(case, None, None, check=f"MISMATCH: {error}")
+    return Row(case, None, None, check=f"ERROR: {type(error).__name__}: {error}")

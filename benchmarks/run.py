@@ -2,7 +2,8 @@
 
 Cases: 1 match + loss, 2 post-processing, 3 inference, 4 training step, 5 augmentation,
 6 VOC evaluation, 7 forward GFLOP/s vs matmul. Prints a table, writes ``<out>/latest.json`` and
-``<out>/latest.md``, and updates the device's section of ``benchmarks/RESULTS.md``. Exit status 1
+``<out>/latest.md``, and updates the device's section of ``benchmarks/RESULTS.md`` (when every case
+ran, or with ``--record``: a partial run does not replace the recorded figures). Exit status 1
 if any case's check found a MISMATCH or a case failed.
 
 Usage::
@@ -52,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch.set_num_threads (default: torch's own; --quick: 1, which a shared machine tolerates)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast + channels_last in the timed calls (default: on for cuda)")
-    parser.add_argument("--no-record", action="store_true", help="do not update benchmarks/RESULTS.md")
+    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                        help="update benchmarks/RESULTS.md (default: only when every case ran)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -118,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     print(("\n" + label if label else "") + f"\nload average at end: {info['load_average_end']}\n")
     print("wall clock:\n" + text_table(rows))
     print("\nprocess CPU time (all threads):\n" + text_table([r.cpu_view() for r in rows]))
-    write_outputs(result, rows, args.out, None if args.no_record else RESULTS_MD)
-    print(f"\nwrote {args.out / 'latest.json'}, {args.out / 'latest.md'}" + ("" if args.no_record else f", {RESULTS_MD}"))
+    record = args.record if args.record is not None else sorted(cases) == sorted(CASES)
+    write_outputs(result, rows, args.out, RESULTS_MD if record else None)
+    print(f"\nwrote {args.out / 'latest.json'}, {args.out / 'latest.md'}"
+          + (f", {RESULTS_MD}" if record else f" ({RESULTS_MD.name} not updated: pass --record)"))
     return 1 if any(r.failed for r in rows) else 0
 
 
