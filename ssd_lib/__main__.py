@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--image-size", type=int, default=128, help="input side of the small model (default 128)")
         p.add_argument("--epochs", type=int, help="passes over the training set (default: the preset's)")
         p.add_argument("--batch-size", type=int, help="images per step (default 32)")
-        p.add_argument("--lr", type=float, help="base learning rate (default: 0.05 small, 1e-3 ssd300/512)")
+        p.add_argument("--lr", type=float, help="base learning rate (default: 5e-3 with AdamW for small, 1e-3 with SGD for ssd300/512)")
         p.add_argument("--warmup", type=int, help="linear warm-up steps")
         p.add_argument("--max-steps", type=int, help="cap the steps per epoch (quick runs)")
         p.add_argument("--workers", type=int, help="data-loading worker processes")
