@@ -221,12 +221,6 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict:
     # numpy's state is stored as a tensor and plain numbers: weights_only loading rejects numpy arrays.
     name, keys, pos, has_gauss, cached = np.random.get_state()
