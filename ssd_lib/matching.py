@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .boxes import DEFAULT_VARIANCES, box_iou, cxcywh_to_xyxy, encode, validate_boxes
+from .boxes import DEFAULT_VARIANCES, cxcywh_to_xyxy, encode, validate_boxes
 
-__all__ = ["match", "match_batch", "match_ious"]
+__all__ = ["match", "match_batch", "match_ious", "pairwise_iou"]
 
 
 def _check_gt(gt_boxes: Tensor, gt_labels: Tensor, where: str = "") -> None:
@@ -44,6 +44,21 @@ def _check_gt(gt_boxes: Tensor, gt_labels: Tensor, where: str = "") -> None:
             f"gt_labels{where} must be in 1..C: label 0 is background. "
             "If your labels start at 0, add 1 (datasets in ssd_lib.data already do)."
         )
+
+
+def pairwise_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
+    """IoU of every pair, ``(N, 4) xyxy`` x ``(M, 4) xyxy`` -> ``(N, M)``, without input checks.
+
+    The same numbers as ``torchvision.ops.box_iou`` (tested), computed coordinate by coordinate with
+    in-place steps: it allocates about a third of the temporaries, which makes it 1.6x faster on
+    the (objects x 8732) matrices of matching (14 ms instead of 24 ms for 316 objects, one thread).
+    """
+    ax1, ay1, ax2, ay2 = boxes_a.unsqueeze(-1).unbind(-2)  # (N, 1) each
+    bx1, by1, bx2, by2 = boxes_b.unbind(-1)  # (M,) each
+    inter = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp_(min=0)
+    inter.mul_((torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp_(min=0))
+    union = ((ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1)).sub_(inter)
+    return inter.div_(union)
 
 
 def match_ious(iou: Tensor, valid: Tensor, iou_threshold: float = 0.5) -> tuple[Tensor, Tensor]:
@@ -85,32 +100,53 @@ def match(
     and ``labels (P,) int64`` (0 = background). An image with no objects gives all background.
     """
     _check_gt(gt_boxes, gt_labels)
-    boxes, labels = _assign([gt_boxes], [gt_labels], priors_cxcywh, iou_threshold)
-    return boxes[0], labels[0]
+    matched_idx, positive, gt_padded, labels_padded = _assign([gt_boxes], [gt_labels], priors_cxcywh, iou_threshold)
+    P = priors_cxcywh.shape[0]
+    boxes = torch.where(positive[0].unsqueeze(-1), gt_padded[0][matched_idx[0]], cxcywh_to_xyxy(priors_cxcywh))
+    labels = torch.where(positive[0], labels_padded[0][matched_idx[0]], 0)
+    return boxes.reshape(P, 4), labels
 
 
-def _assign(gt_boxes: list[Tensor], gt_labels: list[Tensor], priors_cxcywh: Tensor, iou_threshold: float):
-    """Batched core of :func:`match`: ``(B, P, 4)`` matched xyxy boxes and ``(B, P)`` labels."""
+def _assign(gt_boxes: list[Tensor], gt_labels: list[Tensor], priors_cxcywh: Tensor, iou_threshold: float,
+            per_image: bool | None = None):
+    """Batched core of :func:`match`: ``(B, P)`` index of the assigned object in each image's list,
+    ``(B, P)`` positive mask, and the objects padded to ``(B, G, 4)`` boxes and ``(B, G)`` labels.
+    ``per_image`` (default: on a CPU) computes the IoU image by image; both ways give the same result."""
     device, B, P = priors_cxcywh.device, len(gt_boxes), priors_cxcywh.shape[0]
     G = max((b.shape[0] for b in gt_boxes), default=0)
     priors_xyxy = cxcywh_to_xyxy(priors_cxcywh)
-    if G == 0:
-        return priors_xyxy.expand(B, P, 4).clone(), torch.zeros(B, P, dtype=torch.long, device=device)
-    # Pad objects to G per image; this loop over images only copies (cheap), the matching is batched.
-    gt_padded = priors_cxcywh.new_zeros(B, G, 4)
-    labels_padded = torch.zeros(B, G, dtype=torch.long, device=device)
-    valid = torch.zeros(B, G, dtype=torch.bool, device=device)
+    # Pad objects to G per image; this loop over images only copies (cheap).
+    gt_padded = priors_cxcywh.new_zeros(B, max(G, 1), 4)
+    labels_padded = torch.zeros(B, max(G, 1), dtype=torch.long, device=device)
+    valid = torch.zeros(B, max(G, 1), dtype=torch.bool, device=device)
     for i, (b, l) in enumerate(zip(gt_boxes, gt_labels)):
         n = b.shape[0]
         gt_padded[i, :n] = b.to(device=device, dtype=gt_padded.dtype)
         labels_padded[i, :n] = l.to(device)
         valid[i, :n] = True
-    iou = box_iou(gt_padded.reshape(-1, 4), priors_xyxy).reshape(B, G, P)  # one call for the batch
-    matched_idx, positive = match_ious(iou, valid, iou_threshold)
-    boxes = torch.gather(gt_padded, 1, matched_idx.unsqueeze(-1).expand(B, P, 4))
-    boxes = torch.where(positive.unsqueeze(-1), boxes, priors_xyxy.expand(B, P, 4))
-    labels = torch.where(positive, torch.gather(labels_padded, 1, matched_idx), 0)
-    return boxes, labels
+    if G == 0:
+        zeros = torch.zeros(B, P, dtype=torch.long, device=device)
+        return zeros, zeros.bool(), gt_padded, labels_padded
+    if per_image if per_image is not None else device.type == "cpu":
+        # On a CPU, one image at a time: its (G_b, P) IoU matrix stays in cache for the two
+        # reductions, and no work is spent on padding rows (measured: 22 ms instead of 35 ms for
+        # 32 images x 8732 default boxes, 1-20 objects each; see benchmarks/RESULTS.md).
+        matched_idx = torch.zeros(B, P, dtype=torch.long, device=device)
+        positive = torch.zeros(B, P, dtype=torch.bool, device=device)
+        for i, b in enumerate(gt_boxes):
+            n = b.shape[0]
+            if n:  # the two steps of match_ious for one image, without padding rows
+                iou = pairwise_iou(gt_padded[i, :n], priors_xyxy)  # (G_b, P)
+                best_iou, matched_idx[i] = iou.max(dim=0)
+                torch.gt(best_iou, iou_threshold, out=positive[i])
+                best_prior = iou.argmax(dim=1)  # forced match; a later object wins a shared box
+                matched_idx[i, best_prior] = torch.arange(n, device=device)
+                positive[i, best_prior] = True
+    else:
+        # On a GPU, one IoU call and one matching call for the whole batch.
+        iou = pairwise_iou(gt_padded.reshape(-1, 4), priors_xyxy).reshape(B, G, P)
+        matched_idx, positive = match_ious(iou, valid, iou_threshold)
+    return matched_idx, positive, gt_padded, labels_padded
 
 
 def match_batch(
@@ -132,5 +168,12 @@ def match_batch(
         raise ValueError(f"gt_boxes has {len(gt_boxes)} images but gt_labels has {len(gt_labels)}")
     for i, (b, l) in enumerate(zip(gt_boxes, gt_labels)):
         _check_gt(b, l, where=f"[{i}]")
-    boxes, labels = _assign(gt_boxes, gt_labels, priors_cxcywh, iou_threshold)
-    return encode(boxes, priors_cxcywh, variances), labels
+    matched_idx, positive, gt_padded, labels_padded = _assign(gt_boxes, gt_labels, priors_cxcywh, iou_threshold)
+    b, p = positive.nonzero(as_tuple=True)
+    obj = matched_idx[b, p]
+    labels = torch.zeros_like(matched_idx)
+    labels[b, p] = labels_padded[b, obj]
+    # Offsets only where they are used (positives); background stays 0, as encode(prior, prior) would give.
+    loc_targets = priors_cxcywh.new_zeros(positive.shape[0], priors_cxcywh.shape[0], 4)
+    loc_targets[b, p] = encode(gt_padded[b, obj], priors_cxcywh[p], variances)
+    return loc_targets, labels

@@ -258,3 +258,33 @@ def test_bad_boxes_rejected():
         match(torch.zeros(0), torch.zeros(0, dtype=torch.long), SSD300_PRIORS)  # (0,) instead of (0, 4)
     with pytest.raises(ValueError, match=r"\(G, 4\)"):
         match(GOOD_BOX.unsqueeze(0), torch.tensor([1]), SSD300_PRIORS)
+
+
+def test_pairwise_iou_equals_torchvision_box_iou():
+    from torchvision.ops import box_iou as tv_box_iou
+
+    from ssd_lib.matching import pairwise_iou
+
+    g = torch.Generator().manual_seed(3)
+    corners = torch.rand(40, 2, generator=g)
+    a = torch.cat([corners, corners + torch.rand(40, 2, generator=g) * 0.5], dim=1)
+    corners = torch.rand(300, 2, generator=g)
+    b = torch.cat([corners, corners + torch.rand(300, 2, generator=g) * 0.3], dim=1)
+    assert torch.equal(pairwise_iou(a, b), tv_box_iou(a, b))
+
+
+def test_per_image_and_whole_batch_assignment_agree():
+    """The CPU path (IoU image by image) and the GPU path (one padded IoU call) give the same targets."""
+    from ssd_lib.matching import _assign
+
+    g = torch.Generator().manual_seed(4)
+    priors = default_boxes(PriorConfig.ssd300())
+    boxes, labels = [], []
+    for count in (1, 7, 0, 20, 3):
+        corner = torch.rand(count, 2, generator=g) * 0.6
+        boxes.append(torch.cat([corner, corner + 0.05 + torch.rand(count, 2, generator=g) * 0.35], dim=1))
+        labels.append(torch.randint(1, 21, (count,), generator=g))
+    a = _assign(boxes, labels, priors, 0.5, per_image=True)
+    b = _assign(boxes, labels, priors, 0.5, per_image=False)
+    assert torch.equal(a[1], b[1]) and a[1].any()
+    assert torch.equal(a[0][a[1]], b[0][b[1]])
