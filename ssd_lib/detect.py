@@ -64,8 +64,11 @@ def detect(
     for i in range(B):  # a loop over images: NMS and top-k are per image
         size, n, s, idx = m, passing[i], top_scores[i], top_idx[i]
         while True:
-            det = _nms_prefix(s[:n], idx[:n], loc[i], priors_cxcywh, C, nms_threshold, pre_nms_top_k, variances)
-            seen_all = n < size or size == total  # every candidate above the threshold was in the prefix
+            det, classes_full = _nms_prefix(s[:n], idx[:n], loc[i], priors_cxcywh, C, nms_threshold, pre_nms_top_k,
+                                            variances)
+            # Done when no candidate outside the prefix can enter: every one above the threshold was
+            # in it, or every class already has its pre_nms_top_k best.
+            seen_all = n < size or size == total or classes_full == C - 1
             if det["scores"].numel() >= top_k or seen_all:
                 break
             size = min(2 * size, total)
@@ -76,19 +79,22 @@ def detect(
 
 
 def _nms_prefix(scores: Tensor, idx: Tensor, loc: Tensor, priors_cxcywh: Tensor, C: int, nms_threshold: float,
-                pre_nms_top_k: int, variances) -> dict[str, Tensor]:
-    """Class-wise NMS of one image's best candidates ``scores (n,)`` (descending) at flat indices ``idx``."""
+                pre_nms_top_k: int, variances) -> tuple[dict[str, Tensor], int]:
+    """Class-wise NMS of one image's best candidates ``scores (n,)`` (descending) at flat indices
+    ``idx``; also returns how many classes have their ``pre_nms_top_k`` candidates in the prefix."""
     prior_idx, labels = idx // (C - 1), idx % (C - 1) + 1
-    if scores.numel() > pre_nms_top_k:
+    classes_full = 0
+    if scores.numel() >= pre_nms_top_k:
         # At most pre_nms_top_k candidates per class: a candidate's rank within its class counts the
         # better ones of that class, all of which are in this prefix.
         one_hot = torch.nn.functional.one_hot(labels - 1, C - 1)
         class_rank = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
         keep = class_rank < pre_nms_top_k
+        classes_full = int((one_hot.sum(dim=0) >= pre_nms_top_k).sum())
         scores, prior_idx, labels = scores[keep], prior_idx[keep], labels[keep]
     boxes = decode(loc[prior_idx].float(), priors_cxcywh[prior_idx].float(), variances).clamp(0.0, 1.0)
     kept = batched_nms(boxes, scores, labels, nms_threshold)  # sorted by score
-    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
+    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}, classes_full
 
 
 def scale_detections(detections: list[dict[str, Tensor]], sizes: list[tuple[int, int]]) -> list[dict[str, Tensor]]:

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from .files import atomic_write
+
 __all__ = ["show_image", "draw_boxes", "draw_box_outlines", "draw_cell_grid", "plot_detections", "CLASS_COLORS",
            "to_numpy_image"]
 
@@ -114,9 +116,5 @@ def plot_detections(images: Sequence[Tensor], detections: Sequence[dict], class_
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
     return fig

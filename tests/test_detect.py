@@ -120,47 +120,26 @@ def _assert_same_detections(ours, theirs):
     torch.testing.assert_close(ours["boxes"], theirs["boxes"], atol=1e-3, rtol=0)
 
 
-def test_matches_torchvision_postprocess_detections():
-    g = torch.Generator().manual_seed(1)
-    loc = torch.randn(2, 8732, 4, generator=g)
-    logits = torch.randn(2, 8732, 21, generator=g) * 2
-    ours = detect(loc, logits, SSD300_PRIORS)
-    tv = TorchvisionSSD(nn.Identity(), DefaultBoxGenerator([[2]]), (300, 300), 21, head=nn.Identity())
+@pytest.mark.parametrize("seed, num_classes, loc_scale, background, nms, expect", [
+    (1, 21, 1.0, 0.0, 0.45, "full"),  # untrained: every image keeps 200
+    (2, 21, 1.0, 9.0, 0.45, "fewer"),  # mostly background: the score threshold decides what is kept
+    # One or two classes and a strict NMS: fewer than 200 survive the 400 pre-NMS candidates per
+    # class, so the pre-NMS cap decides too (and detect has to widen its first 400 candidates).
+    (3, 2, 0.5, 0.0, 0.2, "fewer"),
+    (5, 3, 0.5, 0.0, 0.05, "fewer"),
+])
+def test_matches_torchvision_postprocess_detections(seed, num_classes, loc_scale, background, nms, expect):
+    g = torch.Generator().manual_seed(seed)
+    loc = torch.randn(2, 8732, 4, generator=g) * loc_scale
+    logits = torch.randn(2, 8732, num_classes, generator=g) * (2.0 if num_classes == 21 and not background else 1.0)
+    logits[..., 0] += background
+    ours = detect(loc, logits, SSD300_PRIORS, nms_threshold=nms)
+    tv = TorchvisionSSD(nn.Identity(), DefaultBoxGenerator([[2]]), (300, 300), num_classes, head=nn.Identity(),
+                        nms_thresh=nms)
     anchors = cxcywh_to_xyxy(SSD300_PRIORS) * 300
     theirs = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": logits}, [anchors, anchors], [(300, 300)] * 2)
     for o, t in zip(ours, theirs):
-        assert len(o["scores"]) == len(t["scores"]) == 200
-        _assert_same_detections(o, t)
-
-
-def test_matches_torchvision_with_few_candidates():
-    """Mostly background: far fewer than 200 detections, so the threshold decides what is kept."""
-    g = torch.Generator().manual_seed(2)
-    loc = torch.randn(2, 8732, 4, generator=g)
-    logits = torch.randn(2, 8732, 21, generator=g)
-    logits[..., 0] += 9.0
-    ours = detect(loc, logits, SSD300_PRIORS)
-    tv = TorchvisionSSD(nn.Identity(), DefaultBoxGenerator([[2]]), (300, 300), 21, head=nn.Identity())
-    anchors = cxcywh_to_xyxy(SSD300_PRIORS) * 300
-    theirs = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": logits}, [anchors, anchors], [(300, 300)] * 2)
-    for o, t in zip(ours, theirs):
-        assert 0 < len(t["scores"]) < 200
-        assert len(o["scores"]) == len(t["scores"])
-        _assert_same_detections(o, t)
-
-
-def test_matches_torchvision_single_class():
-    """One object class: NMS thins out the 400 pre-NMS candidates per class (torchvision's
-    topk_candidates) to fewer than 200, so what survives depends on that cap too."""
-    g = torch.Generator().manual_seed(3)
-    loc = torch.randn(2, 8732, 4, generator=g) * 0.5
-    logits = torch.randn(2, 8732, 2, generator=g)
-    ours = detect(loc, logits, SSD300_PRIORS, nms_threshold=0.2)
-    tv = TorchvisionSSD(nn.Identity(), DefaultBoxGenerator([[2]]), (300, 300), 2, head=nn.Identity(), nms_thresh=0.2)
-    anchors = cxcywh_to_xyxy(SSD300_PRIORS) * 300
-    theirs = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": logits}, [anchors, anchors], [(300, 300)] * 2)
-    for o, t in zip(ours, theirs):
-        assert 0 < len(t["scores"]) < 200
+        assert (len(t["scores"]) == 200) if expect == "full" else (0 < len(t["scores"]) < 200)
         assert len(o["scores"]) == len(t["scores"])
         _assert_same_detections(o, t)
 

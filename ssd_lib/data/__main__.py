@@ -15,9 +15,9 @@ from .export import write_coco, write_voc
 from .shapes import DEFAULT_SPLIT_SIZES, ShapesConfig, ShapesDataset
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m ssd_lib.data") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ssd_lib.data",
+        prog=prog,
         description="Render ShapesDataset images and their boxes to disk, in PASCAL VOC or COCO format, "
                     "so that they can be read back with VOCDataset / COCODataset or any annotation viewer.",
         epilog="voc writes OUT/VOC2007/{JPEGImages,Annotations,ImageSets/Main/SPLIT.txt}; "
@@ -29,13 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--image-size", type=int, default=256, help="image side in pixels (default: 256)")
-    parser.add_argument("--preset", choices=["default", "easy"], default="default",
+    parser.add_argument("--preset", choices=["default", "easy", "hard"], default="default",
                         help="ShapesConfig preset (default: default)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m ssd_lib.data") -> int:
+    args = build_parser(prog).parse_args(argv)
     if args.n < 0:
         raise SystemExit("--n must be >= 0")
     config = getattr(ShapesConfig, args.preset)()

@@ -22,8 +22,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
@@ -32,22 +30,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..files import atomic_write
+
 __all__ = ["write_voc", "write_coco", "save_image"]
 
 JPEG_QUALITY = 95
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(temp_path) and move the result to path in one step (os.replace is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(temp))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def save_image(image: Tensor, path: str | Path) -> None:
@@ -58,9 +45,9 @@ def save_image(image: Tensor, path: str | Path) -> None:
     pil = Image.fromarray(pixels)
     path = Path(path)
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        _atomic_write(path, lambda temp: pil.save(temp, format="JPEG", quality=JPEG_QUALITY, subsampling=0))
+        atomic_write(path, lambda temp: pil.save(temp, format="JPEG", quality=JPEG_QUALITY, subsampling=0))
     else:
-        _atomic_write(path, lambda temp: pil.save(temp, format="PNG"))
+        atomic_write(path, lambda temp: pil.save(temp, format="PNG"))
 
 
 def _count(dataset, n: int | None) -> int:
@@ -119,10 +106,10 @@ def write_voc(dataset, root: str | Path, year: str = "2007", image_set: str = "t
         height, width = image.shape[-2:]
         save_image(image, year_dir / "JPEGImages" / f"{stem}.jpg")
         xml = _voc_xml(f"VOC{year}", f"{stem}.jpg", width, height, target, classes)
-        _atomic_write(year_dir / "Annotations" / f"{stem}.xml", lambda temp: temp.write_bytes(xml))
+        atomic_write(year_dir / "Annotations" / f"{stem}.xml", lambda temp: temp.write_bytes(xml))
         ids.append(stem)
     listing = "".join(f"{stem}\n" for stem in ids)
-    _atomic_write(year_dir / "ImageSets" / "Main" / f"{image_set}.txt", lambda temp: temp.write_text(listing))
+    atomic_write(year_dir / "ImageSets" / "Main" / f"{image_set}.txt", lambda temp: temp.write_text(listing))
     return year_dir
 
 
@@ -158,5 +145,5 @@ def write_coco(dataset, image_dir: str | Path, json_path: str | Path, n: int | N
     document = {"info": {"description": "written by ssd_lib.data.write_coco"}, "licenses": [],
                 "images": images, "annotations": annotations, "categories": categories}
     text = json.dumps(document)
-    _atomic_write(json_path, lambda temp: temp.write_text(text))
+    atomic_write(json_path, lambda temp: temp.write_text(text))
     return json_path
