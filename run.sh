@@ -21,6 +21,25 @@ setup() {
     fi
 }
 
+# The browser test (pytest -m browser) drives Debian's chromium with Playwright; Playwright's own
+# browser download is not used. Installed once, as root or with passwordless sudo; otherwise the
+# test skips and says why.
+setup_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || return 0
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -y -qq)
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null || return 0
+        apt=(sudo -n "${apt[@]}")
+    fi
+    echo "run.sh: installing chromium for the browser test (apt-get)" >&2
+    if ! "${apt[@]}" install --no-install-recommends chromium >/dev/null 2>&1; then
+        "${apt[@]}" update >/dev/null 2>&1 || true
+        "${apt[@]}" install --no-install-recommends chromium >/dev/null 2>&1 \
+            || echo "run.sh: could not install chromium; the browser test will skip" >&2
+    fi
+}
+
 verb="${1:-}"
 [ $# -gt 0 ] && shift
 case "$verb" in
@@ -30,10 +49,12 @@ case "$verb" in
         ;;
     test)
         setup
+        setup_chromium  # only the test suite needs a browser
         exec "$PY" -m pytest "$@"
         ;;
     setup)
         setup
+        setup_chromium
         ;;
     *)
         echo "usage: bash run.sh main|test|setup [args...]" >&2

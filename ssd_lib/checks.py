@@ -53,6 +53,14 @@ __all__ = [
     "check_nms",
     "check_average_precision",
     "check_lr_schedule",
+    "check_compare_runs",
+    "check_predict_with",
+    "check_same_detections",
+    "check_clip_priors",
+    "check_labels_from_names",
+    "check_num_classes",
+    "check_sanitize_boxes",
+    "check_mean_average_precision",
 ]
 
 
@@ -1002,3 +1010,523 @@ def check_lr_schedule(fn: Callable) -> CheckResult:
         _compare_number(expected, got, what="lr", atol=1e-12, rtol=1e-6, diagnose=lambda value: _diagnose_lr(value, args))
 
     return _run("check_lr_schedule", fn, ("step", "total_steps", "base_lr", "warmup_steps"), cases, _lr_reference, compare)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 10: ablations
+# ---------------------------------------------------------------------------------------------
+
+_NOISE_RULE = ("difference = mean(variant) - mean(baseline); noise = 2 * sqrt(s_b**2 / n_b + s_v**2 / n_v) with s the "
+               "SAMPLE standard deviation (np.std(values, ddof=1)) and n the number of seeds; within_noise = "
+               "abs(difference) <= noise")
+
+
+def _compare_runs_reference(baseline: list, variant: list) -> tuple:
+    from .experiments import compare_runs
+
+    return compare_runs(baseline, variant)
+
+
+def _diagnose_noise(value: float, args: tuple) -> Optional[str]:
+    b, v = (np.asarray(a, dtype=float) for a in args)
+    population = 2 * math.sqrt(b.var() / b.size + v.var() / v.size)
+    no_sqrt_n = 2 * math.sqrt(b.var(ddof=1) + v.var(ddof=1))
+    if math.isclose(value, population, rel_tol=1e-6):
+        return "you used the population standard deviation (ddof=0); with a few seeds use the sample one, ddof=1"
+    if math.isclose(value, no_sqrt_n, rel_tol=1e-6):
+        return ("the noise of a MEAN over n seeds is its standard error s / sqrt(n): divide each variance by its "
+                "number of seeds before adding them")
+    return None
+
+
+def _random_runs(seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.2, 0.8)
+    n_b, n_v = int(rng.integers(2, 6)), int(rng.integers(2, 6))
+    shift = rng.normal(0, 0.05)
+    return ([round(float(x), 4) for x in base + rng.normal(0, 0.02, n_b)],
+            [round(float(x), 4) for x in base + shift + rng.normal(0, 0.02, n_v)])
+
+
+def check_compare_runs(fn: Callable) -> CheckResult:
+    """Check ``compare_runs(baseline, variant) -> (difference, noise, within_noise)`` (one metric value
+    per seed on each side) against ``ssd_lib.experiments.compare_runs`` with k = 2."""
+    cases = [
+        _Case("variant clearly worse (difference far beyond the spread)", ([0.50, 0.52, 0.51], [0.40, 0.41, 0.39]),
+              _NOISE_RULE),
+        _Case("variant better by less than the spread", ([0.50, 0.56, 0.44], [0.53, 0.47, 0.59]), _NOISE_RULE),
+        _Case("variant better, beyond the noise", ([0.30, 0.31, 0.32], [0.36, 0.35, 0.37]),
+              "difference is variant minus baseline, so a better variant gives a positive difference"),
+        _Case("variant worse, just beyond the noise", ([0.60, 0.62, 0.61], [0.58, 0.57, 0.59]),
+              "compare the SIZE of the difference with the noise: abs(difference) <= noise, a worse variant is "
+              "not within the noise just because its difference is negative"),
+        _Case("different numbers of seeds (3 and 5)", ([0.40, 0.45, 0.50], [0.42, 0.44, 0.46, 0.48, 0.43]), _NOISE_RULE),
+        *(_Case(f"random runs (seed {seed})", _random_runs(seed), _NOISE_RULE) for seed in range(3)),
+    ]
+
+    def compare(expected: tuple, got: Any, args: tuple) -> None:
+        difference, noise, within = _unpack(got, 3, "(difference, noise, within_noise)")
+        _compare_number(expected[0], difference, what="difference", atol=1e-9, rtol=1e-6,
+                        diagnose=lambda value: ("difference is mean(variant) - mean(baseline), you have it the other "
+                                                "way round") if math.isclose(value, -expected[0], rel_tol=1e-6) else None)
+        _compare_number(expected[1], noise, what="noise", atol=1e-9, rtol=1e-6,
+                        diagnose=lambda value: _diagnose_noise(value, args))
+        if not isinstance(within, (bool, np.bool_)) and not (isinstance(within, Tensor) and within.numel() == 1):
+            raise _Mismatch(f"expected within_noise as True or False, got {type(within).__name__}",
+                            "return a bool: abs(difference) <= noise")
+        if bool(within) != bool(expected[2]):
+            raise _Mismatch(f"expected within_noise={expected[2]}, got {bool(within)} (difference {expected[0]:+.4g}, "
+                            f"noise {expected[1]:.4g})",
+                            "compare the SIZE of the difference with the noise: abs(difference) <= noise"
+                            if expected[0] < 0 and bool(within) else None)
+
+    return _run("check_compare_runs", fn, ("baseline", "variant"), cases, _compare_runs_reference, compare)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 12: deployment
+# ---------------------------------------------------------------------------------------------
+
+_PREDICT_STEPS = ("the deployed path must do exactly what evaluate.predict does: resize each image to image_size "
+                  "(bilinear, align_corners=False, no antialias), normalise with the ImageNet mean and std, run the "
+                  "network once on the stacked batch, then detect(loc, logits, priors_cxcywh, score_threshold) and "
+                  "scale_detections to each image's own (height, width)")
+_PREDICT_NORMALISE = ("normalise as in training: (image - IMAGENET_MEAN) / IMAGENET_STD per channel (ssd_lib.augment); "
+                      "a network fed unnormalised pixels sees inputs it was never trained on")
+_PREDICT_PIXELS = ("detect returns boxes in [0, 1] of the network's input; scale them to pixels of each ORIGINAL image: "
+                   "scale_detections(dets, [image.shape[-2:] for image in images]) (x by the width, y by the height)")
+_PREDICT_POST = ("pass the raw loc and logits to detect unchanged: it decodes the offsets and applies the softmax "
+                 "itself (doing either twice changes boxes or scores)")
+_SAME_RULE = ("two detections are the same when they have the same label, scores within score_tol and every corner "
+              "within box_tol of the image size (x within box_tol * width, y within box_tol * height); the lists must "
+              "pair up one to one")
+_SAME_ORDER = ("the order is not part of the result: two detections with nearly equal scores may come out in either "
+               "order from two runtimes, so pair each detection with a partner instead of comparing index by index "
+               "(sorting by score does not help when two scores are within the tolerance)")
+_SAME_SCALE = ("box_tol is a fraction of the image size: on a 640-pixel-wide image 1e-3 allows 0.64 pixels in x; "
+               "multiply by the width for x and by the height for y")
+
+
+class _ImageList(list):
+    """A list of (3, H, W) tensors whose ``==`` compares the tensors exactly (the check machinery
+    compares inputs before and after the learner's call)."""
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, list) and len(self) == len(other)
+                and all(torch.equal(a, b) for a, b in zip(self, other)))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Detections(dict):
+    """One image's detections (``boxes``, ``scores``, ``labels``) whose ``==`` compares tensors exactly."""
+
+    def __eq__(self, other: Any) -> bool:
+        return (isinstance(other, dict) and self.keys() == other.keys()
+                and all(isinstance(other[k], Tensor) and self[k].shape == other[k].shape and torch.equal(self[k], other[k])
+                        for k in self))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _checker_network(num_classes: int = 4, image_size: int = 64, seed: int = 0):
+    """A small SSD with seeded random weights, run like an ONNX Runtime session: numpy float32
+    ``(B, 3, S, S)`` in, numpy ``(loc, logits)`` out. Returns ``(run_network, priors_cxcywh)``."""
+    from .model import ssd_small
+
+    with torch.random.fork_rng(devices=[]):  # leave the learner's random state alone
+        torch.manual_seed(seed)
+        model = ssd_small(num_classes, image_size=image_size).eval()
+        with torch.no_grad():  # a fresh network's outputs are ~0 (scores ~1/C, boxes = default boxes): scale them
+            for loc_head, conf_head in zip(model.loc_heads, model.conf_heads):
+                loc_head.weight.mul_(30.0)
+                conf_head.weight.mul_(100.0)
+
+    def run_network(batch: Any) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(batch, np.ndarray):
+            raise TypeError(f"the network (like ONNX Runtime) takes a numpy array, got {type(batch).__name__}; "
+                            "convert the batch with .numpy()")
+        if batch.dtype != np.float32:
+            raise TypeError(f"the network (like ONNX Runtime) takes float32, got {batch.dtype}; use .astype(np.float32)")
+        if batch.ndim != 4 or batch.shape[1:] != (3, image_size, image_size):
+            raise ValueError(f"the network takes a batch of shape (B, 3, {image_size}, {image_size}), got "
+                             f"{tuple(batch.shape)}: resize every image to image_size and stack them")
+        with torch.no_grad():
+            loc, logits = model(torch.from_numpy(batch.copy()))
+        return loc.numpy(), logits.numpy()
+
+    return run_network, model.priors.clone()
+
+
+def _checker_images(sizes: Sequence[tuple[int, int]], seed: int) -> _ImageList:
+    """Rendered shapes images (so that the network sees structure), resized to each (height, width)."""
+    from .data import ShapesDataset
+
+    dataset = ShapesDataset("test", size=len(sizes), seed=seed, image_size=96)
+    return _ImageList(F.interpolate(dataset[i][0][None], size=size, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+                      for i, size in enumerate(sizes))
+
+
+def _predict_reference(run_network: Callable, images: list, priors_cxcywh: Tensor, image_size: int,
+                       score_threshold: float = 0.01) -> list:
+    from .export import predict_with
+
+    return predict_with(run_network, images, priors_cxcywh, image_size, score_threshold)
+
+
+def _diagnose_predict(expected: dict, got: dict, size: tuple[int, int]) -> Optional[str]:
+    """A hint from how the learner's detections differ; None: the case's own hint."""
+    from .export import match_detections
+
+    height, width = size
+    if not len(got["scores"]) or not len(expected["scores"]):
+        return None
+    if float(got["boxes"].abs().max()) <= 1.0 + 1e-6 < float(expected["boxes"].abs().max()):
+        return _PREDICT_PIXELS
+    swapped = {**got, "boxes": got["boxes"] * got["boxes"].new_tensor([width / height, height / width] * 2)}
+    if height != width and not match_detections(expected, swapped, size)["only_a"]:
+        return "you scaled x by the height and y by the width: size is (height, width) = image.shape[-2:]. " + _PREDICT_PIXELS
+    best_box_error = float(((got["boxes"][0] - expected["boxes"][0]).abs() / got["boxes"].new_tensor([width, height] * 2)).max())
+    best_score_error = abs(float(got["scores"][0]) - float(expected["scores"][0]))
+    if best_box_error <= 1e-3 and best_score_error > 1e-2:
+        return _PREDICT_POST
+    if best_box_error <= 1e-3 and best_score_error <= 1e-4 and len(got["scores"]) != len(expected["scores"]):
+        return (f"your best detections agree, but you have {len(got['scores'])} detections instead of "
+                f"{len(expected['scores'])}: pass score_threshold on to detect and keep its other defaults")
+    if best_box_error <= 1e-2:
+        return ("close, but not equal: the preprocessing must be exactly the training one (SSDTransform: bilinear "
+                "resize with align_corners=False and no antialias, then (image - mean) / std)")
+    return None
+
+
+def check_predict_with(fn: Callable) -> CheckResult:
+    """Check ``predict_with(run_network, images, priors_cxcywh, image_size, score_threshold=0.01) -> list of
+    {"boxes" (D, 4) pixel xyxy, "scores", "labels"}`` against :func:`ssd_lib.export.predict_with`, with a
+    seeded random small SSD run like an ONNX Runtime session (numpy in, numpy out) and rendered
+    images of several sizes. Detections are compared as :func:`ssd_lib.export.same_detections` does."""
+    from .export import same_detections
+
+    run_network, priors = _checker_network()
+    cases = [
+        _Case("one 64x64 image (already the input size)", (run_network, _checker_images([(64, 64)], 0), priors, 64),
+              _PREDICT_NORMALISE, inputs="images: 1 of 64x64"),
+        _Case("one 80x120 image (height 80, width 120)", (run_network, _checker_images([(80, 120)], 1), priors, 64),
+              "resize each image to image_size for the network, then scale its boxes back to its own height and width",
+              inputs="images: 1 of 80x120"),
+        _Case("three images of different sizes in one batch",
+              (run_network, _checker_images([(100, 70), (48, 130), (64, 64)], 2), priors, 64),
+              _PREDICT_STEPS, inputs="images: 100x70, 48x130, 64x64"),
+        _Case("score_threshold = 0.3", (run_network, _checker_images([(90, 90), (60, 150)], 3), priors, 64, 0.3),
+              "pass score_threshold on to detect", inputs="images: 90x90, 60x150; score_threshold=0.3"),
+    ]
+
+    def compare(expected: list, got: Any, args: tuple) -> None:
+        images = args[1]
+        if not isinstance(got, (list, tuple)) or len(got) != len(images):
+            raise _Mismatch(f"expected a list of {len(images)} dicts (one per image), got "
+                            f"{type(got).__name__}{f' of length {len(got)}' if isinstance(got, (list, tuple)) else ''}",
+                            "return one dict per image, as scale_detections does")
+        for index, (want, have, image) in enumerate(zip(expected, got, images)):
+            size = tuple(image.shape[-2:])
+            if not isinstance(have, dict) or not {"boxes", "scores", "labels"} <= set(have):
+                raise _Mismatch(f"image {index}: expected a dict with boxes, scores and labels, got "
+                                f"{type(have).__name__}", "return the dicts that scale_detections gives")
+            have = {key: _as_tensor(have[key], key) for key in ("boxes", "scores", "labels")}
+            if not same_detections(want, have, size):
+                raise _Mismatch(f"image {index} ({size[0]}x{size[1]}): expected {len(want['scores'])} detections "
+                                f"(best: label {int(want['labels'][0]) if len(want['labels']) else '-'}, box "
+                                f"{_fmt(want['boxes'][:1])}), got {len(have['scores'])} that do not match "
+                                f"(best: box {_fmt(have['boxes'][:1])})", _diagnose_predict(want, have, size))
+
+    return _run("check_predict_with", fn, ("run_network", "images", "priors_cxcywh", "image_size", "score_threshold"),
+                cases, _predict_reference, compare)
+
+
+def _dets(rows: list, size: tuple[int, int] = (1.0, 1.0)) -> _Detections:
+    """Detections from rows (x1, y1, x2, y2, score, label) with box fractions scaled to ``size`` = (H, W) pixels."""
+    height, width = size
+    table = torch.tensor(rows, dtype=torch.float64).reshape(-1, 6)
+    boxes = (table[:, :4] * torch.tensor([width, height, width, height], dtype=torch.float64)).float()
+    return _Detections(boxes=boxes, scores=table[:, 4].float(), labels=table[:, 5].long())
+
+
+def _same_reference(det_a: dict, det_b: dict, size: tuple, box_tol: float = 1e-3, score_tol: float = 1e-4) -> bool:
+    from .export import same_detections
+
+    return same_detections(det_a, det_b, size, box_tol, score_tol)
+
+
+def check_same_detections(fn: Callable) -> CheckResult:
+    """Check ``same_detections(det_a, det_b, size, box_tol=1e-3, score_tol=1e-4) -> bool`` (one image's
+    detections from two paths; ``size = (height, width)``) against :func:`ssd_lib.export.same_detections`."""
+    size = (480, 640)
+    base = [[0.10, 0.20, 0.40, 0.60, 0.91, 1], [0.50, 0.10, 0.90, 0.50, 0.62, 3], [0.05, 0.55, 0.30, 0.95, 0.30, 2]]
+    tie = [[0.10, 0.20, 0.40, 0.60, 0.800040, 1], [0.55, 0.15, 0.85, 0.45, 0.800000, 2]]
+    px = lambda dx, dy: [[0.10 + dx / 640, 0.20 + dy / 480, 0.40, 0.60, 0.91, 1]] + base[1:]  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    random_rows = torch.cat((_random_boxes(g, 12).double(), torch.rand(12, 1, generator=g).double() * 0.9 + 0.05,
+                             torch.randint(1, 7, (12, 1), generator=g).double()), dim=1).tolist()
+    shuffled = [random_rows[i] for i in torch.randperm(12, generator=g).tolist()]
+
+    def case(name: str, rows_a: list, rows_b: list, hint: str, *tolerances: float) -> _Case:
+        extra = f", box_tol={tolerances[0]:g}, score_tol={tolerances[1]:g}" if tolerances else ""
+        return _Case(name, (_dets(rows_a, size), _dets(rows_b, size), size, *tolerances), hint,
+                     inputs=f"det_a: {len(rows_a)} detections, det_b: {len(rows_b)}, size={size}{extra}")
+
+    cases = [
+        case("identical detections", base, base, _SAME_RULE),
+        case("no detections on either side", [], [], "two empty lists agree (and must not raise)"),
+        case("the same detections in another order", base, base[::-1], _SAME_ORDER),
+        case("two scores 4e-5 apart come out in the other order", tie,
+             [[*tie[1][:4], 0.800040, 2], [*tie[0][:4], 0.800010, 1]], _SAME_ORDER),
+        case("a box 0.5 pixels off in x on a 640-pixel-wide image (within 1e-3 of the width)", base, px(0.5, 0),
+             _SAME_SCALE),
+        case("a box 0.6 pixels off in y on a 480-pixel-high image (beyond 1e-3 of the height)", base, px(0, 0.6),
+             "x is compared with box_tol * width and y with box_tol * height (size is (height, width))"),
+        case("a box 3 pixels off", base, px(3, 0), _SAME_SCALE),
+        case("one score 2e-4 lower", base, [base[0], [*base[1][:4], 0.6198, 3], base[2]],
+             "compare the scores too, within score_tol"),
+        case("one label differs", base, [base[0], [*base[1][:5], 4], base[2]], "the labels must be equal"),
+        case("one detection missing", base, base[:2], "different numbers of detections are never the same"),
+        case("a duplicate on one side, a different detection on the other", [base[0], base[0], base[2]], base,
+             "pair each detection with ONE partner: once used, a partner cannot match another detection"),
+        case("12 random detections, shuffled", random_rows, shuffled, _SAME_ORDER),
+        case("looser tolerances (box_tol 0.01, score_tol 0.01)", base,
+             [[0.105, 0.20, 0.40, 0.60, 0.905, 1]] + base[1:], "use the box_tol and score_tol arguments", 0.01, 0.01),
+    ]
+
+    def compare(expected: bool, got: Any, args: tuple) -> None:
+        if isinstance(got, Tensor) and got.numel() == 1:
+            got = bool(got)
+        if not isinstance(got, (bool, np.bool_)):
+            raise _Mismatch(f"expected True or False, got {type(got).__name__}", "return a bool")
+        if bool(got) != expected:
+            raise _Mismatch(f"expected {expected}, got {bool(got)}", None)
+
+    return _run("check_same_detections", fn, ("det_a", "det_b", "size", "box_tol", "score_tol"), cases,
+                _same_reference, compare)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 11: debugging. The lab's fixed pieces that have no checker above (its decode, smooth L1,
+# hard negative mining and lr schedule exercises use check_decode, check_smooth_l1,
+# check_hard_negative_mining and check_lr_schedule); references in ssd_lib.debugging.
+# ---------------------------------------------------------------------------------------------
+
+_CLIP = ("clip in corner form: convert (cx, cy, w, h) to corners (x1, y1, x2, y2), clamp each corner to [0, 1], "
+         "convert back; a box that sticks out shrinks and its centre moves inwards")
+
+
+def _clip_priors_reference(priors_cxcywh: Tensor) -> Tensor:
+    from .debugging import clip_priors
+
+    return clip_priors(priors_cxcywh)
+
+
+def _diagnose_clip(expected: Tensor, got: Tensor, priors: Tensor) -> str:
+    if _close(got, priors.clamp(0.0, 1.0)):
+        return ("you clamped (cx, cy, w, h) directly: a centre at 0.05 with width 0.2 is inside [0, 1] but the box "
+                "reaches x1 = -0.05, so it still sticks out. " + _CLIP)
+    if _close(got, cxcywh_to_xyxy(expected)):
+        return "you returned corners (x1, y1, x2, y2): convert the clipped corners back to (cx, cy, w, h)"
+    return _CLIP
+
+
+def check_clip_priors(fn: Callable) -> CheckResult:
+    """Check ``clip_priors(priors_cxcywh (P, 4)) -> (P, 4) cxcywh`` (clipped to the image in corner form)
+    against :func:`ssd_lib.debugging.clip_priors`."""
+    g = torch.Generator().manual_seed(0)
+    random_priors = torch.cat((torch.rand(20, 2, generator=g), 0.05 + torch.rand(20, 2, generator=g) * 0.6), dim=1)
+    cases = [
+        _Case("boxes inside the image stay as they are", (_t([[0.5, 0.5, 0.2, 0.4], [0.3, 0.7, 0.1, 0.1]]),),
+              "a box inside the image is not changed by clipping: " + _CLIP),
+        _Case("a box sticking out on the left", (_t([[0.05, 0.5, 0.2, 0.2]]),), _CLIP),
+        _Case("a box in a corner, out on two sides", (_t([[0.95, 0.02, 0.3, 0.1]]),), _CLIP),
+        _Case("a box wider than the image", (_t([[0.5, 0.5, 1.4, 0.5]]),), _CLIP),
+        _Case("no boxes (0, 4)", (torch.zeros(0, 4),), "no boxes in, no boxes out: an empty (0, 4) tensor"),
+        _Case("20 random default boxes (seed 0)", (random_priors,), _CLIP),
+        _Case("SSD300's 8732 default boxes", (default_boxes(PriorConfig.ssd300()),), _CLIP,
+              inputs="default_boxes(PriorConfig.ssd300())"),
+    ]
+
+    def compare(expected: Tensor, got: Any, args: tuple) -> None:
+        _compare_tensor(expected, got, what="the clipped default boxes", diagnose=lambda e, o: _diagnose_clip(e, o, args[0]),
+                        shape_hint="one (cx, cy, w, h) row per default box: (P, 4)")
+
+    return _run("check_clip_priors", fn, ("priors_cxcywh",), cases, _clip_priors_reference, compare)
+
+
+_LABELS = ("label 0 is background, so the object classes start at 1: classes[k] (k counted from 0) gets label k + 1, "
+           "e.g. classes.index(name) + 1")
+
+
+def _labels_reference(names: list, classes: list) -> Tensor:
+    from .debugging import labels_from_names
+
+    return labels_from_names(names, classes)
+
+
+def _diagnose_labels_from_names(expected: Tensor, got: Tensor) -> str:
+    if _close(got.double(), expected.double() - 1):
+        return "your labels start at 0, and 0 means background: the first class would be trained as background. " + _LABELS
+    return _LABELS
+
+
+def check_labels_from_names(fn: Callable) -> CheckResult:
+    """Check ``labels_from_names(names: list[str], classes: list[str]) -> (G,) int64`` (SSD labels 1..C, 0 being
+    background) against :func:`ssd_lib.debugging.labels_from_names`."""
+    from .data import SHAPE_NAMES, VOC_CLASSES
+
+    shapes, voc = list(SHAPE_NAMES), list(VOC_CLASSES)
+    rng = random.Random(0)
+    cases = [
+        _Case("one object of the first class", (["circle"], shapes), _LABELS),
+        _Case("several objects, the last class among them", (["star", "circle", "ring", "circle"], shapes), _LABELS),
+        _Case("VOC class names", (["person", "aeroplane", "tvmonitor", "dog"], voc), _LABELS),
+        _Case("no objects", ([], shapes),
+              "an image without objects gives an empty int64 tensor: torch.tensor([], dtype=torch.long)"),
+        _Case("12 random VOC objects (seed 0)", ([rng.choice(voc) for _ in range(12)], voc), _LABELS),
+    ]
+
+    def compare(expected: Tensor, got: Any, args: tuple) -> None:
+        _compare_tensor(expected, got, what="labels", kind="int", diagnose=_diagnose_labels_from_names,
+                        shape_hint="one label per object name: (G,)")
+
+    return _run("check_labels_from_names", fn, ("names", "classes"), cases, _labels_reference, compare)
+
+
+def _num_classes_reference(classes: list) -> int:
+    from .debugging import num_classes_for
+
+    return num_classes_for(classes)
+
+
+def check_num_classes(fn: Callable) -> CheckResult:
+    """Check ``num_classes_for(classes: list[str]) -> int`` (the model's C, background included) against
+    :func:`ssd_lib.debugging.num_classes_for`."""
+    from .data import SHAPE_NAMES, VOC_CLASSES
+
+    hint = "num_classes counts background too: the logits need one column per object class plus one for class 0"
+    cases = [
+        _Case("the 6 shape classes", (list(SHAPE_NAMES),), hint),
+        _Case("the 20 VOC classes (SSD300 on VOC has 21 outputs per box)", (list(VOC_CLASSES),), hint),
+        _Case("one object class", (["defect"],), hint),
+    ]
+
+    def compare(expected: int, got: Any, args: tuple) -> None:
+        diagnose = (lambda value: "you left out background: " + hint + " (len(classes) + 1)"  # noqa: E731
+                    if value == len(args[0]) else None)
+        _compare_number(expected, got, what="num_classes", atol=0.0, rtol=0.0, diagnose=diagnose)
+
+    return _run("check_num_classes", fn, ("classes",), cases, _num_classes_reference, compare)
+
+
+_SANITIZE = ("clip x to [0, width] and y to [0, height], then keep only the boxes with x2 > x1 and y2 > y1 (and their "
+             "labels): a box without area has log(width) = -inf or NaN as its target")
+
+
+def _sanitize_reference(boxes: Tensor, labels: Tensor, width: float, height: float) -> tuple[Tensor, Tensor]:
+    from .debugging import sanitize_boxes
+
+    return sanitize_boxes(boxes, labels, width, height)
+
+
+def _diagnose_sanitize(expected_boxes: Tensor, got_boxes: Tensor) -> str:
+    sizes = got_boxes[:, 2:] - got_boxes[:, :2] if got_boxes.ndim == 2 and got_boxes.shape[-1] == 4 else None
+    if sizes is not None and len(sizes) > len(expected_boxes):
+        if bool((sizes < 0).any()):
+            return "you kept a box with x2 < x1 or y2 < y1 (negative size): " + _SANITIZE
+        if bool((sizes == 0).any()):
+            return ("you kept a box of zero width or height: keep x2 > x1 strictly (>= keeps it, and log(0) = -inf). "
+                    + _SANITIZE)
+    if sizes is not None and len(sizes) < len(expected_boxes):
+        return "you dropped a box that has an area inside the image: drop only those with x2 <= x1 or y2 <= y1 after clipping"
+    return _SANITIZE
+
+
+def check_sanitize_boxes(fn: Callable) -> CheckResult:
+    """Check ``sanitize_boxes(boxes (G, 4) pixel xyxy, labels (G,), width, height) -> (boxes (G', 4), labels (G',))``
+    against :func:`ssd_lib.debugging.sanitize_boxes` (clip to the image, drop boxes without area)."""
+    g = torch.Generator().manual_seed(0)
+    long = torch.long
+    corner = torch.rand(10, 2, generator=g) * _t([90.0, 70.0]) - _t([13.0, 11.0])  # some outside the 64 x 48 image
+    random_boxes = torch.cat((corner, corner + 3 + torch.rand(10, 2, generator=g) * 25), dim=1)
+    random_boxes[3, 2] = random_boxes[3, 0]  # one of zero width
+    random_boxes[6, [1, 3]] = random_boxes[6, [3, 1]]  # one upside down
+    cases = [
+        _Case("boxes inside the image are kept as they are",
+              (_t([[2.0, 3.0, 20.0, 30.0], [10.0, 10.0, 60.0, 40.0]]), _t([1, 2], long), 64, 48), _SANITIZE),
+        _Case("a box partly outside is clipped", (_t([[-5.0, 10.0, 20.0, 60.0]]), _t([3], long), 64, 48), _SANITIZE),
+        _Case("a box entirely outside the image (zero width once clipped)",
+              (_t([[5.0, 5.0, 15.0, 15.0], [70.0, 10.0, 90.0, 20.0]]), _t([1, 4], long), 64, 48), _SANITIZE),
+        _Case("a box of zero width inside the image (x1 = x2)",
+              (_t([[12.0, 5.0, 12.0, 25.0], [1.0, 1.0, 9.0, 9.0]]), _t([2, 5], long), 64, 48), _SANITIZE),
+        _Case("a box annotated upside down (y2 < y1)",
+              (_t([[1.0, 30.0, 9.0, 9.0], [1.0, 1.0, 9.0, 9.0]]), _t([6, 1], long), 64, 48), _SANITIZE),
+        _Case("no boxes", (torch.zeros(0, 4), torch.zeros(0, dtype=long), 64, 48),
+              "no boxes: return an empty (0, 4) tensor and an empty int64 labels tensor"),
+        _Case("10 random boxes, some outside, one flat, one upside down (seed 0)",
+              (random_boxes, torch.randint(1, 7, (10,), generator=g), 64, 48), _SANITIZE),
+    ]
+
+    def compare(expected: tuple, got: Any, args: tuple) -> None:
+        boxes, labels = _unpack(got, 2, "(boxes, labels)")
+        boxes_t = _as_tensor(boxes, "the boxes")
+        _compare_tensor(expected[0], boxes_t, what="the kept boxes", diagnose=lambda e, o: _diagnose_sanitize(e, o),
+                        shape_hint=_diagnose_sanitize(expected[0], boxes_t))
+        _compare_tensor(expected[1], labels, what="the kept labels", kind="int",
+                        shape_hint="drop the label of each dropped box too (index labels with the same mask)")
+
+    return _run("check_sanitize_boxes", fn, ("boxes", "labels", "width", "height"), cases, _sanitize_reference, compare)
+
+
+_MEAN_AP = ("mAP is the mean of the AP over the classes that have ground truth (num_gt > 0); a class without objects "
+            "has no AP (it is undefined, not 0): leave it out. With no ground truth at all, return float('nan')")
+
+
+def _mean_ap_reference(ap: list, num_gt: list) -> float:
+    from .debugging import mean_average_precision
+
+    return mean_average_precision(ap, num_gt)
+
+
+def _diagnose_mean_ap(value: float, args: tuple) -> Optional[str]:
+    ap = np.asarray(args[0], dtype=np.float64)
+    if math.isnan(value):
+        return "a class without ground truth has AP NaN, and one NaN makes the whole mean NaN: " + _MEAN_AP
+    if ap.size and math.isclose(value, float(np.nan_to_num(ap).mean()), rel_tol=1e-9):
+        return "you averaged over every class, counting those without ground truth as 0: " + _MEAN_AP
+    return None
+
+
+def check_mean_average_precision(fn: Callable) -> CheckResult:
+    """Check ``mean_average_precision(ap: list[float], num_gt: list[int]) -> float`` against
+    :func:`ssd_lib.debugging.mean_average_precision` (classes without ground truth left out; NaN if none has)."""
+    nan = float("nan")
+    rng = np.random.default_rng(0)
+    num_gt = [int(n) for n in rng.integers(0, 4, 10)]
+    random_ap = [round(float(a), 4) if n else nan for a, n in zip(rng.random(10), num_gt)]
+    cases = [
+        _Case("every class has ground truth", ([0.5, 0.7, 0.9], [3, 1, 2]), _MEAN_AP),
+        _Case("one class without ground truth, its AP given as NaN", ([0.6, nan, 0.8], [2, 0, 5]), _MEAN_AP),
+        _Case("one class without ground truth, its AP given as 0", ([0.6, 0.0, 0.8], [2, 0, 5]), _MEAN_AP),
+        _Case("a class WITH ground truth and AP 0 counts", ([0.0, 0.9, nan], [4, 1, 0]),
+              "AP 0 of a class that has objects is a real result (nothing found): keep it in the mean; select by "
+              "num_gt, not by the AP value"),
+        _Case("no class has ground truth", ([nan, nan], [0, 0]), _MEAN_AP),
+        _Case("10 classes, some without ground truth (seed 0)", (random_ap, num_gt), _MEAN_AP),
+    ]
+
+    def compare(expected: float, got: Any, args: tuple) -> None:
+        if math.isnan(expected):
+            try:
+                value = float(got)
+            except (TypeError, ValueError):
+                raise _Mismatch(f"expected a number, got {type(got).__name__}", "return a float") from None
+            if not math.isnan(value):
+                raise _Mismatch(f"expected nan (no class has ground truth, so there is nothing to average), got {value:.6g}",
+                                _MEAN_AP)
+            return
+        _compare_number(expected, got, what="mAP", atol=1e-9, rtol=1e-9, diagnose=lambda value: _diagnose_mean_ap(value, args))
+
+    return _run("check_mean_average_precision", fn, ("ap", "num_gt"), cases, _mean_ap_reference, compare)

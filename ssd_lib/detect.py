@@ -17,13 +17,15 @@ Usage::
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .boxes import DEFAULT_VARIANCES, decode
 
-__all__ = ["detect", "scale_detections"]
+__all__ = ["detect", "detect_decoded", "scale_detections"]
 
 
 def detect(
@@ -53,9 +55,39 @@ def detect(
             f"priors_cxcywh must be ({loc.shape[1]}, 4) to match the predictions; got {tuple(priors_cxcywh.shape)} "
             "(use model.priors of the model that produced loc and logits)"
         )
-    B, P, C = logits.shape
+    probs = logits.float().softmax(dim=-1)
+    priors = priors_cxcywh.float()
+
+    def boxes_of(i: int, prior_idx: Tensor) -> Tensor:  # decode only the candidates
+        return decode(loc[i, prior_idx].float(), priors[prior_idx], variances).clamp(0.0, 1.0)
+
+    return _select(probs, boxes_of, score_threshold, nms_threshold, top_k, pre_nms_top_k)
+
+
+def detect_decoded(
+    boxes: Tensor,
+    probs: Tensor,
+    score_threshold: float = 0.01,
+    nms_threshold: float = 0.45,
+    top_k: int = 200,
+    pre_nms_top_k: int = 400,
+) -> list[dict[str, Tensor]]:
+    """:func:`detect` for outputs that are already decoded (an exported graph that decodes itself):
+    ``boxes (B, P, 4)`` xyxy in [0, 1] and ``probs (B, P, C)`` softmax probabilities. The same
+    selection, so both give the same detections."""
+    if boxes.ndim != 3 or probs.ndim != 3 or boxes.shape[:2] != probs.shape[:2] or boxes.shape[-1] != 4:
+        raise ValueError(f"need boxes (B, P, 4) and probs (B, P, C) with the same B, P; got {tuple(boxes.shape)}, {tuple(probs.shape)}")
+    return _select(probs.float(), lambda i, prior_idx: boxes[i, prior_idx].float(), score_threshold, nms_threshold,
+                   top_k, pre_nms_top_k)
+
+
+def _select(probs: Tensor, boxes_of, score_threshold: float, nms_threshold: float, top_k: int,
+            pre_nms_top_k: int) -> list[dict[str, Tensor]]:
+    """Score threshold, per-class NMS and top-k of every image. ``probs (B, P, C)``; ``boxes_of(i,
+    prior_idx)`` gives image i's boxes (xyxy in [0, 1]) at those default boxes."""
+    B, P, C = probs.shape
     # (B, P * (C-1)) class probabilities, background dropped; entry p * (C-1) + c - 1 is class c at box p.
-    scores = logits.float().softmax(dim=-1)[..., 1:].reshape(B, -1)
+    scores = probs[..., 1:].reshape(B, -1)
     total = scores.shape[1]
     m = min(2 * top_k, total)  # enough for nearly every image; doubled below where not
     top_scores, top_idx = scores.topk(m, dim=1)  # (B, m), best first
@@ -64,8 +96,7 @@ def detect(
     for i in range(B):  # a loop over images: NMS and top-k are per image
         size, n, s, idx = m, passing[i], top_scores[i], top_idx[i]
         while True:
-            det, classes_full = _nms_prefix(s[:n], idx[:n], loc[i], priors_cxcywh, C, nms_threshold, pre_nms_top_k,
-                                            variances)
+            det, classes_full = _nms_prefix(s[:n], idx[:n], partial(boxes_of, i), C, nms_threshold, pre_nms_top_k)
             # Done when no candidate outside the prefix can enter: every one above the threshold was
             # in it, or every class already has its pre_nms_top_k best.
             seen_all = n < size or size == total or classes_full == C - 1
@@ -78,8 +109,8 @@ def detect(
     return out
 
 
-def _nms_prefix(scores: Tensor, idx: Tensor, loc: Tensor, priors_cxcywh: Tensor, C: int, nms_threshold: float,
-                pre_nms_top_k: int, variances) -> tuple[dict[str, Tensor], int]:
+def _nms_prefix(scores: Tensor, idx: Tensor, boxes_of, C: int, nms_threshold: float,
+                pre_nms_top_k: int) -> tuple[dict[str, Tensor], int]:
     """Class-wise NMS of one image's best candidates ``scores (n,)`` (descending) at flat indices
     ``idx``; also returns how many classes have their ``pre_nms_top_k`` candidates in the prefix."""
     prior_idx, labels = idx // (C - 1), idx % (C - 1) + 1
@@ -92,7 +123,7 @@ def _nms_prefix(scores: Tensor, idx: Tensor, loc: Tensor, priors_cxcywh: Tensor,
         keep = class_rank < pre_nms_top_k
         classes_full = int((one_hot.sum(dim=0) >= pre_nms_top_k).sum())
         scores, prior_idx, labels = scores[keep], prior_idx[keep], labels[keep]
-    boxes = decode(loc[prior_idx].float(), priors_cxcywh[prior_idx].float(), variances).clamp(0.0, 1.0)
+    boxes = boxes_of(prior_idx)
     kept = batched_nms(boxes, scores, labels, nms_threshold)  # sorted by score
     return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}, classes_full
 

@@ -110,16 +110,24 @@ class VGG16Backbone(nn.Module):
         features = [self.l2norm(x)]  # conv4_3, normalised
         x = self.fc(x)
         features.append(x)  # fc7
-        # The extra layers' maps are tiny (down to 1x1); under CPU bf16 autocast their weight
-        # gradients intermittently came out NaN (a 3x3 stride-2 conv on a 1x1 map, seen in the
-        # 64 px tests), so they run in float32: 2% of the FLOPs at 128 px.
-        cpu_amp = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        with torch.autocast("cpu", enabled=False) if cpu_amp else nullcontext():
-            x = x.float() if cpu_amp else x
-            for block in self.extras:
-                x = block(x)
-                features.append(x)
-        return features
+        return features + _extra_features(self.extras, x)
+
+
+def _extra_features(extras: nn.ModuleList, x: Tensor) -> list[Tensor]:
+    """Run the extra feature layers (Sec. 2.1) one after another; returns each one's output.
+
+    Their maps are tiny (down to 1x1). Under CPU bf16 autocast their weight gradients came out NaN
+    intermittently (a 3x3 stride-2 conv on a 1x1 map, seen in a 64 px, batch-2 run), so on a CPU they
+    run in float32: 2% of the small model's FLOPs at 128 px.
+    """
+    cpu_amp = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    features = []
+    with torch.autocast("cpu", enabled=False) if cpu_amp else nullcontext():
+        x = x.float() if cpu_amp else x
+        for block in extras:
+            x = block(x)
+            features.append(x)
+    return features
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1, kernel_size: int = 3, padding: int | None = None) -> nn.Sequential:
@@ -172,16 +180,7 @@ class SmallBackbone(nn.Module):
         features.append(x)
         x = self.stage16(x)
         features.append(x)
-        # The extra layers' maps are tiny (down to 1x1); under CPU bf16 autocast their weight
-        # gradients intermittently came out NaN (a 3x3 stride-2 conv on a 1x1 map, seen in the
-        # 64 px tests), so they run in float32: 2% of the FLOPs at 128 px.
-        cpu_amp = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        with torch.autocast("cpu", enabled=False) if cpu_amp else nullcontext():
-            x = x.float() if cpu_amp else x
-            for block in self.extras:
-                x = block(x)
-                features.append(x)
-        return features
+        return features + _extra_features(self.extras, x)
 
 
 class SSD(nn.Module):

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import SSDAugmentation
 from .data import collate
 from .evaluate import evaluate_model
+from .files import atomic_write
 from .loss import MultiBoxLoss
 from .matching import match_batch
 from .model import SSD, ModelConfig, build_model
@@ -46,6 +47,9 @@ __all__ = [
 ]
 
 
+MAX_SKIPPED_STEPS = 10  # consecutive updates skipped for non-finite bf16 gradients before a run stops
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
@@ -54,7 +58,9 @@ class NonFiniteLossError(RuntimeError):
 class TrainConfig:
     """How to train. ``milestones`` are fractions of the total steps where the lr drops by ``gamma``.
 
-    ``amp``/``channels_last``: None means "on when training on CUDA" (bf16 autocast).
+    ``amp`` (bf16 autocast): None means "on where the hardware computes bf16 natively" (a CUDA GPU
+    that supports it, or a CPU with AVX512-BF16 or AMX; see :func:`native_bf16`).
+    ``channels_last``: None means "on with CUDA or with amp" (the layout the fast kernels want).
     """
 
     epochs: int = 10
@@ -78,7 +84,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     seed: int = 0
     device: str | None = None
-    log_every: int = 10  # steps between metrics-log lines
+    log_every: int = 10  # steps between metrics-log lines (each has the loss parts and the gradient norm)
     augment: dict = field(default_factory=dict)  # keyword arguments for SSDAugmentation
     max_steps_per_epoch: int | None = None  # for quick runs and tests
 
@@ -98,6 +104,8 @@ class TrainConfig:
         (VOC's 16k images); generated data is unlimited, so the preset draws new images instead.
         Data is made in the main process: on two idle cores, 2 compute threads with inline data
         ran at 132 images/s, against 100 with one loader worker (1 or 2 compute threads).
+        On a CPU with native bf16 the step runs under bf16 autocast (``amp=None``): 1.6x less CPU
+        time per step; the main job's test mAP@0.5 was 0.877 after 2200 steps and 0.896 after 3400.
         """
         base = cls(epochs=1, batch_size=32, optimizer="adamw", lr=5e-3, momentum=0.9, weight_decay=5e-4,
                    warmup_steps=100, schedule="cosine", grad_clip=10.0, num_workers=0, eval_every=0,
@@ -113,6 +121,25 @@ class TrainResult:
     out_dir: Path | None
     interrupted: bool = False
     best_map: float | None = None
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively, so that autocast makes training faster.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the AVX512-BF16 or AMX-BF16 instructions (Linux's
+    /proc/cpuinfo flags); elsewhere oneDNN would emulate bf16, which is slower than float32.
+    Measured on a 2-core AMD EPYC with AVX512-BF16: a training step of the small SSD (batch 32,
+    128 px) took 256 ms of CPU time in float32, 140 ms with bf16 autocast and channels_last.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -216,9 +243,7 @@ def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
 # ---------------------------------------------------------------- checkpoints
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))  # readers see the old file or the new one, never half
 
 
 def _rng_state() -> dict:
@@ -334,28 +359,36 @@ def _init_distributed(device: torch.device) -> tuple[int, int]:
 # ---------------------------------------------------------------- plotting
 
 def plot_history(steps: list[dict], history: list[dict], path: str | Path) -> Path:
-    """Loss parts per step and validation mAP per epoch, saved as a PNG next to the checkpoints."""
-    import matplotlib
+    """Loss parts and gradient norm per step, validation mAP per epoch, saved as a PNG next to the checkpoints."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # A bare Figure, not pyplot: saving it needs no backend, so training inside a notebook does not
+    # switch the notebook's inline backend to Agg (matplotlib.use would, and later figures would not show).
+    fig = Figure(figsize=(16, 4))
+    axes = fig.subplots(1, 3)
     if steps:
         x = [s["step"] for s in steps]
         for key in ("loss", "loc", "conf"):
             axes[0].plot(x, [s[key] for s in steps], label=key)
         axes[0].set_yscale("log")
+        # Gradient norm before clipping (older logs may lack it: None is drawn as a gap).
+        for key, style in (("grad_norm", "-"), ("grad_norm_max", ":")):
+            values = [s.get(key) if s.get(key) is not None else float("nan") for s in steps]
+            axes[1].plot(x, values, linestyle=style, color="tab:purple",
+                         label="logged step" if key == "grad_norm" else "max since previous line")
+        if any(math.isfinite(s.get("grad_norm") or 0.0) and (s.get("grad_norm") or 0.0) > 0 for s in steps):
+            axes[1].set_yscale("log")
+        axes[1].legend()
     axes[0].set(title="Training loss (MultiBox, Eq. 1)", xlabel="step", ylabel="loss per positive")
     axes[0].legend()
+    axes[1].set(title="Gradient norm (before clipping)", xlabel="step", ylabel="total L2 norm")
     evals = [h for h in history if h.get("val_mAP") is not None]
-    axes[1].plot([h["epoch"] for h in evals], [h["val_mAP"] for h in evals], marker="o")
-    axes[1].set(title="Validation VOC mAP@0.5", xlabel="epoch", ylabel="mAP", ylim=(0, 1))
+    axes[2].plot([h["epoch"] for h in evals], [h["val_mAP"] for h in evals], marker="o")
+    axes[2].set(title="Validation VOC mAP@0.5", xlabel="epoch", ylabel="mAP", ylim=(0, 1))
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 
@@ -377,8 +410,11 @@ def train(
     xyxy boxes, no transform: the SSD augmentation is applied here, seeded per sample).
 
     Writes ``last.pt`` (every epoch and on Ctrl-C), ``best.pt`` (best validation mAP),
-    ``metrics.jsonl`` and ``curves.png`` under ``out_dir`` when given. ``on_step``/``on_epoch``
-    receive the logged dicts (the notebooks draw live curves with them).
+    ``metrics.jsonl`` and ``curves.png`` under ``out_dir`` when given. Each logged step records the
+    loss and its parts, the lr, and the total gradient norm before clipping (``grad_norm``) with its
+    maximum over the steps since the previous line (``grad_norm_max``; pictured by
+    :func:`ssd_lib.debugging.plot_training_log`). ``on_step``/``on_epoch`` receive the logged dicts
+    (the notebooks draw live curves with them).
     Raises :class:`NonFiniteLossError` naming the step if the loss becomes NaN or infinite.
     """
     cfg = config or TrainConfig()
@@ -388,8 +424,8 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     is_main = rank == 0
-    use_amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    use_amp = cfg.amp if cfg.amp is not None else native_bf16(device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else (device.type == "cuda" or use_amp)
     torch.manual_seed(cfg.seed)
     previous_threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -484,6 +520,7 @@ def train(
         previous_handler = signal.signal(signal.SIGINT, _handler)
 
     try:
+        skipped_in_a_row = 0
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             sampler.set_epoch(epoch, start=(start_step * cfg.batch_size if epoch == start_epoch else 0))
@@ -494,6 +531,8 @@ def train(
             if epoch == start_epoch and epoch_sums:
                 sums = dict(epoch_sums)
             t_epoch, seen = time.perf_counter(), 0
+            grad_norm_max = None
+            skipped_steps = 0  # updates skipped for non-finite bf16 gradients in this epoch
             for step_in_epoch in bar:
                 images, targets = next(it)
                 _check_labels(targets, base.num_classes)
@@ -515,10 +554,27 @@ def train(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 parts.total.backward()
-                grad_norm = None
+                # The total gradient norm before clipping, every step (a spike warns before the loss does);
+                # kept on the device, read only when a log line is written.
                 if cfg.grad_clip:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).detach()
+                else:
+                    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+                grad_norm_max = grad_norm if grad_norm_max is None else torch.maximum(grad_norm_max, grad_norm)
                 step_lr = optimizer.param_groups[0]["lr"]  # the lr of this step; scheduler.step() sets the next one
+                if use_amp and not bool(torch.isfinite(grad_norm)):
+                    # bf16 gradients overflowed (seen on CPU, rarely): skip this update, as loss scaling
+                    # does for fp16; many in a row mean the run itself diverged.
+                    skipped_in_a_row += 1
+                    skipped_steps += 1
+                    if skipped_in_a_row >= MAX_SKIPPED_STEPS:
+                        raise NonFiniteLossError(
+                            f"gradients were NaN or infinite for {skipped_in_a_row} steps in a row up to step "
+                            f"{global_step + 1} under bf16 autocast; the last good checkpoint was kept. Train in "
+                            "float32 (TrainConfig(amp=False)), lower the learning rate or add warm-up")
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    skipped_in_a_row = 0
                 optimizer.step()
                 scheduler.step()
                 global_step += 1
@@ -530,7 +586,10 @@ def train(
                 if global_step % cfg.log_every == 0 or step_in_epoch == steps_per_epoch - 1:
                     rec = {"step": global_step, "epoch": epoch + 1, "loss": loss_value, "loc": float(parts.loc.detach()),
                            "conf": float(parts.conf.detach()), "num_pos": int(parts.num_pos), "lr": step_lr,
-                           "grad_norm": grad_norm, "images_per_s": seen * world / (time.perf_counter() - t_epoch)}
+                           "grad_norm": float(grad_norm), "grad_norm_max": float(grad_norm_max),
+                           "skipped_steps": skipped_steps,
+                           "images_per_s": seen * world / (time.perf_counter() - t_epoch)}
+                    grad_norm_max = None  # the max over the steps since the previous log line
                     steps_log.append(rec)
                     if metrics_file:
                         metrics_file.write(json.dumps({"type": "step", **rec}) + "\n")

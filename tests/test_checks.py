@@ -419,3 +419,115 @@ def test_check_result_repr_is_short_and_str_is_the_line(capsys):
     assert str(result) == result.message
     assert not hasattr(result, "_repr_html_")  # Jupyter shows the short repr; the line was printed once
     assert capsys.readouterr().out.count("check_smooth_l1 passed") == 1
+
+
+# ------------------------------------------------------------------ notebook 11: the debugging lab's checkers
+
+from ssd_lib import debugging  # noqa: E402  (kept with the tests of the lab)
+
+
+def lab_clip_priors(priors_cxcywh, corner_form=True, return_corners=False):
+    if not corner_form:
+        return priors_cxcywh.clamp(0, 1)
+    top_left = (priors_cxcywh[:, :2] - priors_cxcywh[:, 2:] / 2).clamp(0, 1)
+    bottom_right = (priors_cxcywh[:, :2] + priors_cxcywh[:, 2:] / 2).clamp(0, 1)
+    if return_corners:
+        return torch.cat((top_left, bottom_right), dim=1)
+    return torch.cat(((top_left + bottom_right) / 2, bottom_right - top_left), dim=1)
+
+
+def lab_labels_from_names(names, classes, shift=1, dtype=torch.long):
+    return torch.tensor([list(classes).index(name) + shift for name in names], dtype=dtype)
+
+
+def lab_num_classes(classes):
+    return len(classes) + 1
+
+
+def lab_sanitize_boxes(boxes, labels, width, height, strict=True, clip=True, filter_labels=True):
+    boxes = boxes.clone()
+    if clip:
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    if strict:
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    else:
+        keep = (boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])
+    return boxes[keep], (labels[keep] if filter_labels else labels)
+
+
+def lab_mean_ap(ap, num_gt, select_by="num_gt"):
+    ap = np.asarray(ap, dtype=float)
+    if select_by == "num_gt":
+        keep = np.asarray(num_gt) > 0
+        return float(ap[keep].mean()) if keep.any() else float("nan")
+    if select_by == "nanmean":  # NaN skipped, but an AP of 0 given for a class without objects still counts
+        return float(np.nanmean(ap))
+    if select_by == "ap_value":  # drops classes whose AP is 0 or NaN, whether or not they have objects
+        keep = np.nan_to_num(ap) > 0
+        return float(ap[keep].mean()) if keep.any() else float("nan")
+    return float(np.mean(ap))  # "none": NaN propagates
+
+
+LAB_LIBRARY = {
+    checks.check_clip_priors: debugging.clip_priors,
+    checks.check_labels_from_names: debugging.labels_from_names,
+    checks.check_num_classes: debugging.num_classes_for,
+    checks.check_sanitize_boxes: debugging.sanitize_boxes,
+    checks.check_mean_average_precision: debugging.mean_average_precision,
+}
+
+LAB_LEARNER = {
+    checks.check_clip_priors: lab_clip_priors,
+    checks.check_labels_from_names: lab_labels_from_names,
+    checks.check_num_classes: lab_num_classes,
+    checks.check_sanitize_boxes: lab_sanitize_boxes,
+    checks.check_mean_average_precision: lab_mean_ap,
+}
+
+# (checker, wrong version, the case it must fail, a phrase the hint must contain)
+LAB_WRONG = [
+    (checks.check_clip_priors, P(lab_clip_priors, corner_form=False), "sticking out on the left", "clamped (cx, cy, w, h)"),
+    (checks.check_clip_priors, P(lab_clip_priors, return_corners=True), "inside the image", "returned corners"),
+    (checks.check_labels_from_names, P(lab_labels_from_names, shift=0), "first class", "start at 0"),
+    (checks.check_labels_from_names, P(lab_labels_from_names, dtype=torch.float32), "first class", "integers"),
+    (checks.check_num_classes, len, "6 shape classes", "left out background"),
+    (checks.check_sanitize_boxes, P(lab_sanitize_boxes, strict=False), "entirely outside", ">= keeps it"),
+    (checks.check_sanitize_boxes, P(lab_sanitize_boxes, clip=False), "partly outside", "clip x"),
+    (checks.check_sanitize_boxes, P(lab_sanitize_boxes, filter_labels=False), "entirely outside", "drop the label"),
+    (checks.check_mean_average_precision, P(lab_mean_ap, select_by="none"), "given as NaN", "one NaN"),
+    (checks.check_mean_average_precision, P(lab_mean_ap, select_by="nanmean"), "given as 0", "counting those without"),
+    (checks.check_mean_average_precision, P(lab_mean_ap, select_by="ap_value"), "WITH ground truth and AP 0",
+     "select by num_gt"),
+]
+
+
+@pytest.mark.parametrize("checker", list(LAB_LIBRARY), ids=lambda c: c.__name__)
+def test_lab_reference_and_learner_solutions_pass(checker, capsys):
+    result = checker(LAB_LIBRARY[checker])
+    assert result.passed, result.message
+    assert capsys.readouterr().out == result.message + "\n"
+    assert checker(LAB_LEARNER[checker]).passed
+
+
+@pytest.mark.parametrize("checker, wrong, case, hint", LAB_WRONG,
+                         ids=[f"{c.__name__}-{_name(w)}" for c, w, _, _ in LAB_WRONG])
+def test_lab_wrong_version_fails_with_case_and_hint(checker, wrong, case, hint):
+    test_wrong_version_fails_with_case_and_hint(checker, wrong, case, hint)
+
+
+@pytest.mark.parametrize("checker", list(LAB_LIBRARY), ids=lambda c: c.__name__)
+def test_lab_checkers_report_exceptions(checker):
+    test_not_implemented_is_reported_not_raised(checker)
+    test_other_exception_is_reported_with_its_type(checker)
+
+
+@pytest.mark.parametrize("piece", debugging.BROKEN_PIECES, ids=lambda p: p.name)
+def test_each_broken_piece_fails_its_checker_and_its_fix_passes(piece, capsys):
+    checker = getattr(checks, piece.checker)
+    broken = checker(piece.function)
+    assert not broken.passed, f"{piece.name} ({piece.bug}) passed {piece.checker}"
+    assert "Hint: " in broken.message and "not implemented" not in broken.message
+    assert "raised" not in broken.message, broken.message  # it fails on its values, not by crashing
+    fixed = checker(piece.fixed)
+    assert fixed.passed, fixed.message

@@ -490,3 +490,35 @@ def test_a_tiny_run_learns():
     losses = [s["loss"] for s in result.steps]
     assert len(losses) == 16
     assert sum(losses[-2:]) < sum(losses[:2]) / 3, losses
+
+
+# ---------------------------------------------------------------- bf16 gradients that overflow
+
+def _poison_gradient(model, steps) -> None:
+    """Make one weight's gradient infinite at the given (1-based) backward calls."""
+    calls = {"n": 0}
+
+    def hook(grad):
+        calls["n"] += 1
+        return torch.full_like(grad, float("inf")) if calls["n"] in steps else grad
+
+    next(model.parameters()).register_hook(hook)
+
+
+def test_a_non_finite_gradient_under_amp_skips_that_update():
+    model = _model()
+    _poison_gradient(model, steps={2})
+    result = train(model, TRAIN_12, None, _config(amp=True), out_dir=None, progress=False)
+    assert [s["skipped_steps"] for s in result.steps] == [0, 1, 1, 0, 0, 0]  # counted per epoch
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def test_non_finite_gradients_in_a_row_stop_the_run_with_a_clear_message():
+    from ssd_lib.train import MAX_SKIPPED_STEPS, NonFiniteLossError
+
+    model = _model()
+    _poison_gradient(model, steps=set(range(1, 100)))
+    cfg = _config(amp=True, epochs=6, batch_size=4)  # 18 steps; the count of skips in a row spans epochs
+    assert MAX_SKIPPED_STEPS < 18
+    with pytest.raises(NonFiniteLossError, match="in a row"):
+        train(model, TRAIN_12, None, cfg, out_dir=None, progress=False)
