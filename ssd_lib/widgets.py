@@ -5,8 +5,12 @@ calls ``explorer.update(name=value)``, a plain method that redraws the figure in
 returns a small summary dict of what is drawn; the tests call it directly. The figure is a bare
 ``matplotlib.figure.Figure`` (Agg canvas, not registered with pyplot), so it is never shown twice
 by ``%matplotlib inline`` and ``plt.close("all")`` does not touch it; inside a Jupyter kernel it
-is rendered to PNG and re-displayed in an ``ipywidgets.Output`` after every change, which needs
-no ipympl.
+is rendered to PNG into one persistent ``ipywidgets.Image`` (``explorer.view``) after every
+change, which needs no ipympl. No ``ipywidgets.Output``: headless runners (nbclient, so the tests
+and the HTML build) intermittently wait a whole cell timeout on output captured into an Output
+widget (jupyter/nbclient#312), and an Image's last PNG is stored with the widget state, so a
+static HTML page shows it. ``PlotExplorer`` turns any plain ``draw(ax, **values)`` function into
+such an explorer (instead of ``ipywidgets.interact``, which uses an Output).
 
 Usage::
 
@@ -27,7 +31,6 @@ from typing import Any, Callable, Optional
 
 import ipywidgets as widgets
 import torch
-from IPython.display import Image, clear_output
 from IPython.display import display as _ipython_display
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba_array
@@ -44,7 +47,7 @@ from .matching import match_ious
 from .priors import PriorConfig, default_boxes
 from .viz import CLASS_COLORS, draw_box_outlines, draw_boxes, draw_cell_grid, to_numpy_image
 
-__all__ = ["DefaultBoxExplorer", "MatchingExplorer", "AugmentationExplorer", "DetectionExplorer"]
+__all__ = ["DefaultBoxExplorer", "MatchingExplorer", "AugmentationExplorer", "DetectionExplorer", "PlotExplorer"]
 
 # Distinct colours for "one thing each" (the boxes of a cell, the objects of an image).
 PALETTE = ["#e41a1c", "#ff7f00", "#377eb8", "#4daf4a", "#984ea3", "#a65628", "#f781bf", "#17becf",
@@ -141,19 +144,21 @@ def _load_item(dataset, index: int) -> tuple[Tensor, dict]:
 
 
 class _Explorer:
-    """One persistent figure, named controls, an Output showing the figure; subclasses fill in
-    ``_resolve`` (validate values, return the full state) and ``_draw`` (redraw, return summary)."""
+    """One persistent figure, named controls, one persistent Image widget showing the figure (``view``);
+    subclasses fill in ``_resolve`` (validate values, return the full state) and ``_draw`` (redraw,
+    return summary)."""
 
     figsize = (11.0, 5.2)
 
     def __init__(self, controls: dict[str, widgets.ValueWidget], width_ratios=(1.4, 1.0)) -> None:
         self.figure = Figure(figsize=self.figsize, dpi=100, layout="constrained")
         FigureCanvasAgg(self.figure)  # an Agg canvas of its own: pyplot never sees this figure
-        self.axes = list(self.figure.subplots(1, len(width_ratios), width_ratios=list(width_ratios)))
+        self.axes = list(self.figure.subplots(1, len(width_ratios), width_ratios=list(width_ratios), squeeze=False)[0])
         self.controls = controls
-        self._output = widgets.Output()
+        # The PNG is replaced in place on every update: no new output, no Output widget (see the module doc).
+        self.view = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
         self._control_box = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
-        self.widget = widgets.VBox([self._control_box, self._output])
+        self.widget = widgets.VBox([self._control_box, self.view])
         self.summary: dict = {}
         self._state: dict = {}
         self._syncing = False
@@ -187,15 +192,16 @@ class _Explorer:
         self.display()
 
     def close(self) -> None:
-        """Close the controls, the output and the figure; the explorer cannot be used afterwards."""
+        """Close the controls, the image, their layouts and styles, and the figure; the explorer cannot
+        be used afterwards (the kernel then holds none of its widgets)."""
         if self._closed:
             return
         self._closed = True
-        for control in self.controls.values():
-            control.close()
-        self._output.close()
-        self._control_box.close()
-        self.widget.close()
+        for widget in [*self.controls.values(), self.view, self._control_box, self.widget]:
+            for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+                if isinstance(part, widgets.Widget):
+                    part.close()
+            widget.close()
         self.figure.clear()
 
     def render_png(self) -> bytes:
@@ -226,13 +232,9 @@ class _Explorer:
             self._syncing = False
 
     def _show(self) -> None:
-        """Re-display the one figure in the Output widget (only where there is a frontend)."""
-        if not _in_kernel():
-            return
-        png = self.render_png()
-        with self._output:
-            clear_output(wait=True)
-            _ipython_display(Image(data=png, format="png"))
+        """Put the figure's new PNG into the one Image widget (only in a kernel: rendering costs time)."""
+        if _in_kernel():
+            self.view.value = self.render_png()
 
     def _clear_axes(self) -> None:
         """Remove what the last update drew (faster than ``ax.clear()``, which rebuilds the axis ticks)."""
@@ -767,3 +769,50 @@ class DetectionExplorer(_Explorer):
 
     def _class_name(self, label: int) -> str:
         return self.class_names[label - 1] if 1 <= label <= len(self.class_names) else str(label)
+
+
+# ----------------------------------------------------------------------------- any plain drawing function
+
+
+class PlotExplorer(_Explorer):
+    """Any plain drawing function as an explorer: ``draw(ax, **values)`` redrawn on one persistent axes.
+
+    Use it where ``ipywidgets.interact`` would go (``interact`` shows its figure through an Output
+    widget; see the module docstring). ``controls`` maps each of ``draw``'s keyword arguments to an
+    ipywidgets value widget; every change clears the axes and calls ``draw(ax, **values)`` with all
+    controls' values. ``draw`` draws into ``ax`` only (no new figure, no ``plt.show()``, no colorbar)
+    and may return a summary: ``update`` returns it if it is a dict, else ``{"result": value}``.
+
+    Usage::
+
+        def iou_playground(ax, x=100, y=80):            # the same function draws a static figure
+            ...                                           # fig, ax = plt.subplots(); iou_playground(ax)
+            return {"iou": value}
+        PlotExplorer(iou_playground, {"x": IntSlider(100, 0, 190), "y": IntSlider(80, 0, 190)}).display()
+    """
+
+    def __init__(self, draw: Callable[..., Any], controls: dict[str, widgets.ValueWidget],
+                 figsize: tuple[float, float] = (6.5, 4.5)) -> None:
+        if not callable(draw):
+            raise TypeError(f"draw must be a function draw(ax, **values), got {type(draw).__name__}")
+        if not isinstance(controls, dict) or not controls:
+            raise TypeError("controls must be a non-empty dict {argument name: ipywidgets control}")
+        for name, control in controls.items():
+            if not isinstance(control, widgets.ValueWidget):
+                raise TypeError(f"controls[{name!r}] must be an ipywidgets control with a .value "
+                                f"(e.g. IntSlider), got {type(control).__name__}")
+            if hasattr(control, "continuous_update"):
+                control.continuous_update = False  # redraw when the slider is released, not at every pixel
+        self.draw_function = draw
+        self.figsize = tuple(figsize)
+        super().__init__(dict(controls), width_ratios=(1.0,))
+        self.update(**{name: control.value for name, control in controls.items()})
+
+    def _resolve(self, state: dict, given: dict) -> dict:
+        return dict(state)  # the controls bound the values; draw() checks its own arguments
+
+    def _draw(self, state: dict) -> dict:
+        ax = self.axes[0]
+        ax.clear()  # a general function may set limits, scales and aspect: start from a clean axes
+        result = self.draw_function(ax, **state)
+        return dict(result) if isinstance(result, dict) else {"result": result}

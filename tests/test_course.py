@@ -1,9 +1,13 @@
 """ssd_lib.course: modes from the environment, student versions (nbgrader's replacement, no
-leaks, deterministic), the grader (pass, fail with a message, timeout, dead kernel), and the
-course model loader's errors. Notebooks are built here with nbformat: these tests do not depend on
-the real course notebooks."""
+leaks, deterministic), the grader (pass, fail with a message, timeout, dead kernel; exercises found
+by identity whatever the student did to the cells: moved, copied, split, deleted, added, edited;
+hidden tests restored; no widget or training while grading), and the course model loader's errors.
+Most notebooks are built here with nbformat; the tests marked slow grade student-like copies of the
+real notebooks/01_boxes.ipynb."""
 from __future__ import annotations
 
+import ast
+import copy
 import json
 import os
 import subprocess
@@ -16,8 +20,9 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ssd_lib import course
 from ssd_lib.course import (
-    CODE_STUB, NotebookFormatError, check_student_versions, cli_grade, fast_mode, generate_student_versions,
-    grade_notebook, grading_mode, load_course_model, make_student_notebook,
+    CODE_STUB, HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, NotebookFormatError, check_student_versions,
+    cli_grade, fast_mode, find_teacher_notebook, generate_student_versions, grade_notebook, grading_mode,
+    load_course_model, make_student_notebook, teacher_exercises,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +85,7 @@ assert GRADING and FAST, "the grader must set SSD_COURSE_GRADING and SSD_COURSE_
 assert open("data.txt").read() == "42", "the kernel must run in the notebook's folder"
 assert run_check("check_add", add, (2, 3), 5)
 ### BEGIN HIDDEN TESTS
-assert add(-1, 1) == 0  # HIDDEN_TOKEN_91c
+assert add(-1, 1) == 0, "hidden test: add(-1, 1) should be 0"  # HIDDEN_TOKEN_91c
 ### END HIDDEN TESTS'''
 
 
@@ -285,12 +290,426 @@ def test_dead_kernel_reports_remaining_exercises_as_not_run(tmp_path):
     assert "kernel died" in report["check_dies"].message and "kernel died" in report["check_never"].message
 
 
-def test_grading_rejects_duplicate_grade_ids_and_missing_files(tmp_path, capsys):
-    nb = new_notebook(cells=[_check("assert True", "same"), _check("assert True", "same")])
-    with pytest.raises(NotebookFormatError, match="same"):
-        grade_notebook(write(nb, tmp_path / "dup.ipynb"))
+def test_without_a_teacher_copies_do_not_break_grading_and_missing_files_are_errors(tmp_path, capsys):
+    nb = new_notebook(cells=[
+        _check("assert False, 'the first copy'", "same"),
+        _check("assert True", "same"),
+        new_code_cell("print('no grade_id')", metadata={"nbgrader": {"grade": True, "solution": False, "points": 1}}),
+    ])
+    report = grade_notebook(write(nb, tmp_path / "dup.ipynb"), timeout_per_cell=30, teacher=None)
+    assert [(e.grade_id, e.status, e.cell_index) for e in report.exercises] == [("same", "passed", 1)]
+    assert "graded the last one" in report["same"].notes[0]
+    assert any("no grade_id" in note for note in report.notes)
+    assert report.teacher is None and "without a teacher version" in str(report)
     assert cli_grade([str(tmp_path / "missing.ipynb")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli_grade([str(tmp_path / "dup.ipynb"), "--teacher", str(tmp_path / "nowhere.ipynb")]) == 2
+    assert "teacher notebook" in capsys.readouterr().err
+
+
+# ------------------------------------------------- grading by identity: what students do to cells
+
+def _meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def _index(nb, grade_id: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if _meta(c).get("grade_id") == grade_id)
+
+
+def _without_markers(source: str) -> str:
+    return "\n".join(ln for ln in source.split("\n") if ln.strip() not in (SOLUTION_BEGIN, SOLUTION_END))
+
+
+def filled_student_version(teacher):
+    """What a student hands in with every exercise done: the student version (no hidden tests) with
+    the teacher's solutions typed into the solution cells."""
+    student = make_student_notebook(teacher)
+    solutions = {_meta(c)["grade_id"]: _without_markers(c.source) for c in teacher.cells if _meta(c).get("solution")}
+    for cell in student.cells:
+        if _meta(cell).get("solution"):
+            cell.source = solutions[_meta(cell)["grade_id"]]
+    return student
+
+
+def split_cell(nb, index: int, first_lines: int) -> None:
+    """JupyterLab's Split Cell: two cells, both with the original metadata (grade_id included)."""
+    cell = nb.cells[index]
+    lines = cell.source.split("\n")
+    first = copy.deepcopy(cell)
+    first.id = f"{cell.id}-a"
+    first.source, cell.source = "\n".join(lines[:first_lines]), "\n".join(lines[first_lines:])
+    nb.cells.insert(index, first)
+
+
+def copy_cell(nb, index: int, to: int) -> None:
+    clone = copy.deepcopy(nb.cells[index])
+    clone.id = f"{clone.id}-copy"
+    nb.cells.insert(to, clone)
+
+
+def move_cells(nb, indices: list[int], to: int) -> None:
+    """Move ``nb.cells[indices]`` (in that order) so that they start at ``to`` of what remains."""
+    moving = [nb.cells[i] for i in indices]
+    rest = [c for i, c in enumerate(nb.cells) if i not in indices]
+    nb.cells = rest[:to] + moving + rest[to:]
+
+
+@pytest.fixture
+def submission(tmp_path, teacher_dir):
+    """(filled student notebook, writer): the writer saves it as a submission next to its data file."""
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    (folder / "data.txt").write_text("42")
+
+    def save(nb):
+        return write(nb, folder / "01_tiny.ipynb")
+
+    return filled_student_version(nbformat.read(teacher_dir / "01_tiny.ipynb", as_version=4)), save
+
+
+def test_filled_student_version_passes_and_the_hidden_tests_run(submission, teacher_dir):
+    nb, save = submission
+    report = grade_notebook(save(nb), timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+    assert report.all_passed and (report.points, report.max_points) == (3, 3), str(report)
+    assert report.teacher == teacher_dir / "01_tiny.ipynb"
+    assert "HIDDEN_TOKEN_91c" in report.executed.cells[report["check_add"].cell_index].source
+    assert report["check_add"].notes == ["hidden tests restored from the teacher version"]
+    assert report["check_scale"].notes == []  # unchanged, no hidden tests: nothing to say
+
+
+def test_default_teacher_is_found_by_file_name(teacher_dir, tmp_path):
+    generate_student_versions(teacher_dir, teacher_dir / "student")
+    assert find_teacher_notebook(teacher_dir / "student" / "01_tiny.ipynb") == teacher_dir / "01_tiny.ipynb"
+    assert find_teacher_notebook(tmp_path / "elsewhere" / "01_boxes.ipynb") == ROOT / "notebooks" / "01_boxes.ipynb"
+    assert find_teacher_notebook(tmp_path / "01_tiny.ipynb") is None  # no teacher version of that name
+    assert find_teacher_notebook(ROOT / "notebooks" / "my_copy.ipynb") is None  # not named like a course notebook
+
+
+def test_hidden_test_and_restored_check_catch_what_the_public_check_misses(submission, teacher_dir):
+    nb, save = submission
+    nb.cells[_index(nb, "ex_add")].source = "def add(a, b):\n    return 5  # right for (2, 3) only"
+    nb.cells[_index(nb, "ex_scale")].source = "def scale(values, factor):\n    return list(values)"
+    check_scale = nb.cells[_index(nb, "check_scale")]
+    check_scale.source = "pass  # the check was in my way"
+    check_scale.metadata["nbgrader"]["points"] = 100
+    path = save(nb)
+
+    report = grade_notebook(path, timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+    assert [e.status for e in report.exercises] == ["failed", "failed"], str(report)
+    assert report["check_add"].message == "AssertionError: hidden test: add(-1, 1) should be 0"
+    assert report["check_scale"].message.startswith("AssertionError: scale([1, 2], 3) should be [3, 6]")
+    assert "the check cell had been edited; graded with the teacher's version" in report["check_scale"].notes
+    assert report.max_points == 3  # points come from the teacher notebook, not the student's metadata
+    assert "note: the check cell had been edited" in str(report)
+
+    trusting = grade_notebook(path, timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb", restore_checks=False)
+    assert trusting.all_passed and trusting.max_points == 3  # what an edited check gets without the restore
+
+
+def test_moved_copied_and_added_cells_still_grade_by_identity(submission, teacher_dir):
+    nb, save = submission
+    move_cells(nb, [_index(nb, "ex_add"), _index(nb, "check_add")], to=len(nb.cells))   # exercise 1 to the end
+    copy_cell(nb, _index(nb, "check_scale"), to=2)             # a copy of a check, above its solution: fails there
+    nb.cells.insert(3, new_code_cell("scratch = [v * 2 for v in range(3)]\nprint(scratch)"))
+    nb.cells.insert(4, new_code_cell("1 / 0  # a student's experiment that fails"))
+    nb.cells.insert(5, new_markdown_cell("My notes."))
+    nb.cells.append(_check("assert True", "check_mine", points=5))  # a cell dressed as a check: not graded
+    report = grade_notebook(save(nb), timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+
+    assert [(e.grade_id, e.status) for e in report.exercises] == [("check_add", "passed"), ("check_scale", "passed")]
+    assert (report.points, report.max_points) == (3, 3), str(report)
+    copies = [i for i, c in enumerate(nb.cells) if _meta(c).get("grade_id") == "check_scale"]
+    assert report["check_scale"].cell_index == copies[-1]
+    assert f"2 cells carry this grade_id (cells {copies})" in report["check_scale"].notes[0]
+    assert any("'check_mine'" in note and "not graded" in note for note in report.notes)
+    assert report.executed.cells[copies[0]].outputs[0]["ename"] == "NameError"  # the copy ran as an ordinary cell
+
+
+def test_split_cells_still_grade(submission, teacher_dir):
+    nb, save = submission
+    solution = nb.cells[_index(nb, "ex_add")]
+    solution.source = "def plus(a, b):\n    return a + b\n\n\ndef add(a, b):\n    return plus(a, b)"
+    split_cell(nb, _index(nb, "ex_add"), first_lines=3)        # the helper and add() in two cells
+    split_cell(nb, _index(nb, "check_add"), first_lines=2)     # the check in two cells, both keep the grade_id
+    report = grade_notebook(save(nb), timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+
+    assert report.all_passed and report.points == 3, str(report)
+    assert "2 cells carry this grade_id" in report["check_add"].notes[0]
+
+
+def test_deleted_exercise_fails_naming_it(submission, teacher_dir):
+    nb, save = submission
+    del nb.cells[_index(nb, "check_scale")]
+    del nb.cells[_index(nb, "ex_add")]
+    report = grade_notebook(save(nb), timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+
+    assert [e.status for e in report.exercises] == ["failed", "failed"], str(report)
+    assert report["check_scale"].message == ("missing: no check cell with grade_id 'check_scale' in the notebook "
+                                             "(deleted?)")
+    assert report["check_scale"].cell_index == -1
+    assert report["check_add"].message == ("NameError: name 'add' is not defined; the solution cell 'ex_add' is "
+                                           "missing from the notebook (deleted?)")
+    lines = str(report).splitlines()
+    assert any(ln.startswith("  ❌ check_scale") and "missing" in ln for ln in lines)
+
+
+def test_check_moved_above_its_solution_fails_with_a_hint(submission, teacher_dir):
+    nb, save = submission
+    move_cells(nb, [_index(nb, "check_scale")], to=_index(nb, "ex_scale"))
+    report = grade_notebook(save(nb), timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+    assert report["check_add"].passed and not report["check_scale"].passed
+    assert report["check_scale"].message.startswith("NameError: name 'scale' is not defined; the check (cell ")
+    assert "runs before its solution cell 'ex_scale'" in report["check_scale"].message
+
+
+def test_check_turned_into_markdown_is_graded_as_code(submission, teacher_dir):
+    nb, save = submission
+    index = _index(nb, "check_add")
+    cell = nb.cells[index]
+    nb.cells[index] = new_markdown_cell(cell.source, metadata=cell.metadata)
+    report = grade_notebook(save(nb), timeout_per_cell=60, teacher=teacher_dir / "01_tiny.ipynb")
+    assert report["check_add"].passed, str(report)
+    assert "turned into a markdown cell" in report["check_add"].notes[0]
+
+
+def test_teacher_notebook_must_identify_each_exercise():
+    teacher = teacher_notebook()
+    exercises = teacher_exercises(teacher)
+    assert [(e.grade_id, e.points, e.solution_id, e.has_hidden_tests) for e in exercises] == [
+        ("check_add", 1.0, "ex_add", True), ("check_scale", 2.0, "ex_scale", False)]
+    assert HIDDEN_BEGIN not in exercises[0].public_source and HIDDEN_END in exercises[0].source
+    teacher.cells.append(_check("assert True", "check_add"))
+    with pytest.raises(NotebookFormatError, match="check_add"):
+        teacher_exercises(teacher)
+
+
+def test_cli_grade_options(submission, teacher_dir, tmp_path, capsys):
+    nb, save = submission
+    nb.cells[_index(nb, "ex_add")].source = "def add(a, b):\n    return 5"
+    path = save(nb)
+    out = tmp_path / "report.json"
+    assert cli_grade([str(path), "--teacher", str(teacher_dir / "01_tiny.ipynb"), "--timeout", "60",
+                      "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["teacher"] == str(teacher_dir / "01_tiny.ipynb") and data["points"] == 2
+    assert data["exercises"][0]["notes"] == ["hidden tests restored from the teacher version"]
+    assert cli_grade([str(path), "--no-teacher", "--timeout", "60", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["points"] == 3  # no hidden tests without the teacher version
+    assert "without a teacher version" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_grade([str(path), "--no-teacher", "--teacher", str(teacher_dir / "01_tiny.ipynb")])
+
+
+# ------------------------------------------------- the grading flag: widgets and training stay off
+
+TRIPWIRE = '''\
+import ssd_lib.train
+def _tripwire(*args, **kwargs):
+    raise RuntimeError("TRIPWIRE: ssd_lib.train.train() ran during grading")
+ssd_lib.train.train = _tripwire
+'''
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture
+def tripwire(tmp_path, monkeypatch):
+    """Kernels started by the grader in this test load an IPython startup file that makes
+    ``ssd_lib.train.train`` raise: a notebook that trains while grading shows the TRIPWIRE error."""
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-tripwire.py").write_text(TRIPWIRE)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+
+
+def grading_violations(executed) -> list[str]:
+    """Cells of an executed notebook that trained (the tripwire fired) or displayed a widget."""
+    found = []
+    for i, cell in enumerate(executed.cells):
+        for output in cell.get("outputs", []):
+            if "TRIPWIRE" in str(output.get("evalue", "")):
+                found.append(f"cell {i} trained")
+            if WIDGET_VIEW in output.get("data", {}):
+                found.append(f"cell {i} displayed a widget")
+    return found
+
+
+@pytest.mark.slow
+def test_widgets_and_training_do_not_run_while_grading(tmp_path, tripwire):
+    cells = [
+        new_code_cell("from ssd_lib.course import GRADING\nfrom ipywidgets import IntSlider, interact\n"
+                      "from ssd_lib.train import TrainConfig, train\nassert GRADING"),
+        new_code_cell("if not GRADING:\n    train(None, None, None, TrainConfig.small_cpu())"),
+        new_code_cell("if not GRADING:\n    interact(lambda x: x, x=IntSlider(3))"),
+        new_code_cell("input('a cell waiting for the keyboard does not hang the grader: ')"),
+        _check("assert True", "check_guarded"),
+        # The same calls without the guard: the tripwire and the widget scan see them.
+        new_code_cell("train(None, None, None, TrainConfig.small_cpu())"),
+        new_code_cell("interact(lambda x: x, x=IntSlider(3))"),
+    ]
+    report = grade_notebook(write(new_notebook(cells=cells), tmp_path / "guards.ipynb"), timeout_per_cell=120,
+                            teacher=None)
+    assert report.all_passed, str(report)
+    assert [o["ename"] for o in report.executed.cells[3].outputs if o["output_type"] == "error"] == [
+        "StdinNotImplementedError"]
+    assert grading_violations(report.executed) == ["cell 5 trained", "cell 6 displayed a widget"]
+
+
+# ------------------------------------------------- real course notebook: student-like copies of lesson 1
+
+TEACHER_01 = ROOT / "notebooks" / "01_boxes.ipynb"
+
+
+def lesson1_submission(folder: Path):
+    """notebooks/01_boxes.ipynb as a student hands it in: the student version with the teacher's
+    solutions typed in, keeping the imports and the exercise cells only (the student deleted the
+    demonstrations: the grader must not care, and it keeps these tests fast). Creates ``folder``."""
+    nb = filled_student_version(nbformat.read(TEACHER_01, as_version=4))
+    imports = next(i for i, c in enumerate(nb.cells) if "from ssd_lib.course import FAST, GRADING" in c.source)
+    nb.cells = [c for i, c in enumerate(nb.cells) if c.cell_type == "markdown" or i == imports or _meta(c).get("grade_id")]
+    folder.mkdir(parents=True, exist_ok=True)
+    return nb
+
+
+@pytest.mark.slow
+def test_real_lesson_with_moved_copied_split_added_and_deleted_cells(tmp_path):
+    nb = lesson1_submission(tmp_path / "bob")
+    move_cells(nb, [_index(nb, "ex_iou"), _index(nb, "check_iou")], to=_index(nb, "ex_xyxy_to_cxcywh"))  # iou first
+    copy_cell(nb, _index(nb, "check_iou"), to=len(nb.cells))                  # a copy of the check at the end
+    solution = nb.cells[_index(nb, "ex_xyxy_to_cxcywh")]
+    solution.source = "import torch\n\n" + solution.source
+    split_cell(nb, _index(nb, "ex_xyxy_to_cxcywh"), first_lines=2)             # split after the import
+    nb.cells.insert(_index(nb, "check_iou") + 1, new_code_cell(
+        "print(iou(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]])))"))
+    nb.cells.insert(1, new_code_cell("undefined_name  # fails; grading goes on"))
+    del nb.cells[_index(nb, "check_xyxy_to_cxcywh")]
+    path = write(nb, tmp_path / "bob" / "01_boxes.ipynb")
+
+    report = grade_notebook(path, timeout_per_cell=120)  # teacher found by name: notebooks/01_boxes.ipynb
+    print(report)
+    assert report.teacher == TEACHER_01
+    assert [(e.grade_id, e.status) for e in report.exercises] == [("check_xyxy_to_cxcywh", "failed"),
+                                                                  ("check_iou", "passed")]
+    assert report["check_xyxy_to_cxcywh"].message.startswith("missing: no check cell with grade_id "
+                                                             "'check_xyxy_to_cxcywh'")
+    assert report["check_iou"].cell_index == len(nb.cells) - 1  # the last copy
+    assert report["check_iou"].notes[-1] == "hidden tests restored from the teacher version"
+    assert "2 cells carry this grade_id" in report["check_iou"].notes[0]
+    assert (report.points, report.max_points) == (1, 2)
+
+
+def test_real_lesson_hidden_test_catches_what_check_iou_lets_through():
+    """The hidden test of notebooks/01_boxes.ipynb's check_iou cell, run here on learner functions
+    that pass the public checker (a kernel is not needed: the cell's code is plain Python)."""
+    import torch
+    import torchvision
+
+    teacher = nbformat.read(TEACHER_01, as_version=4)
+    check = teacher.cells[_index(teacher, "check_iou")].source
+    student_check = make_student_notebook(teacher).cells[_index(teacher, "check_iou")].source
+    assert HIDDEN_BEGIN in check and HIDDEN_BEGIN not in student_check and "hidden_iou" not in student_check
+    solution = {}
+    exec(_without_markers(teacher.cells[_index(teacher, "ex_iou")].source), {"torch": torch}, solution)
+
+    def as_float32(boxes_a, boxes_b):  # a learner's habit: .float() first
+        return solution["iou"](boxes_a.float(), boxes_b.float())
+
+    def run(fn):
+        exec(check, {"torch": torch, "torchvision": torchvision, "iou": fn})
+
+    run(solution["iou"])  # the teacher's solution passes the hidden test too
+    from ssd_lib.checks import check_iou
+
+    assert check_iou(as_float32)  # the public checker lets it through ...
+    with pytest.raises(AssertionError, match="hidden test: float64 boxes gave torch.float32"):  # ... the hidden test not
+        run(as_float32)
+
+
+# ------------------------------------------------- the course notebooks keep widgets and training off when grading
+
+COURSE_NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+WIDGET_CALLS = {"interact", "interactive", "interact_manual", "interactive_output"}
+RICH_DISPLAY = {"Markdown", "HTML", "Image", "Latex", "Math", "SVG", "JSON"}  # IPython.display objects, not widgets
+
+
+def _name(node) -> str:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def _guards_grading(test, negated: bool) -> bool:
+    """Is ``test`` ``not GRADING`` (negated=True) or ``GRADING`` (False), alone or in an ``and``?"""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return any(_guards_grading(value, negated) for value in test.values)
+    if negated:
+        return isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and _name(test.operand) == "GRADING"
+    return _name(test) == "GRADING"
+
+
+def unguarded_calls(source: str) -> list[str]:
+    """Calls that train or show a widget at the top level of a cell, outside ``if not GRADING:``
+    (function bodies are skipped: what matters is whether the call site is guarded)."""
+    if source.lstrip().startswith("%%"):
+        return []
+    code = "\n".join("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in source.split("\n"))
+    found = []
+
+    def visit(node, guarded: bool) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.If):
+            visit(node.test, guarded)
+            for child in node.body:
+                visit(child, guarded or _guards_grading(node.test, negated=True))
+            for child in node.orelse:
+                visit(child, guarded or _guards_grading(node.test, negated=False))
+            return
+        if isinstance(node, ast.Call) and not guarded:
+            name = _name(node.func)
+            module_train = (name == "train" and isinstance(node.func, ast.Attribute)
+                            and _name(node.func.value) == "train")  # ssd_lib.train.train(...), not model.train()
+            shows = name == "display" and isinstance(node.func, ast.Name) and not all(
+                isinstance(arg, ast.Call) and _name(arg.func) in RICH_DISPLAY for arg in node.args)
+            if (isinstance(node.func, ast.Name) and name == "train") or module_train or name in WIDGET_CALLS or shows:
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:80]}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    visit(ast.parse(code), False)
+    return found
+
+
+def test_the_guard_finder_sees_what_it_should():
+    assert unguarded_calls("train(model, data, None, cfg)") == ["line 1: train(model, data, None, cfg)"]
+    assert unguarded_calls("if not GRADING:\n    train(m, d, None, c)\n    interact(f, x=1)") == []
+    assert unguarded_calls("if GRADING:\n    pass\nelse:\n    display(live_figure(f))") == []
+    assert len(unguarded_calls("model.train()\ndisplay(Markdown('x'))\nexplorer.display()\ninteract(f, x=1)")) == 1
+    assert unguarded_calls("def f():\n    train(m, d, None, c)") == []
+
+
+@pytest.mark.parametrize("path", COURSE_NOTEBOOKS, ids=[p.stem for p in COURSE_NOTEBOOKS])
+def test_course_notebooks_guard_training_and_widgets_with_grading(path):
+    problems = []
+    for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type == "code":
+            problems += [f"cell {index}, {call}" for call in unguarded_calls(cell.source)]
+    assert not problems, (f"{path.name}: training or widget calls outside `if not GRADING:` (the grader would run "
+                          f"them):\n  " + "\n  ".join(problems))
+
+
+# Grading a notebook costs a full fast-mode run (20-60 s on two busy cores), so the default suite grades the
+# lesson that trains; SSD_TEST_GRADE_ALL=1 grades every course notebook this way (all passed when written).
+TRIPWIRE_NOTEBOOKS = (COURSE_NOTEBOOKS if os.environ.get("SSD_TEST_GRADE_ALL", "").strip() == "1"
+                      else [p for p in COURSE_NOTEBOOKS if p.name == "07_training.ipynb"])
+
+
+@pytest.mark.slow
+@pytest.mark.notebook_exec
+@pytest.mark.parametrize("path", TRIPWIRE_NOTEBOOKS, ids=[p.stem for p in TRIPWIRE_NOTEBOOKS])
+def test_grading_a_course_notebook_runs_no_training_and_no_widget(path, tripwire):
+    report = grade_notebook(path, timeout_per_cell=300)
+    print(report)
+    assert report.exercises and report.all_passed, str(report)
+    assert grading_violations(report.executed) == [], str(report)
 
 
 # ---------------------------------------------------------------- the course model
@@ -344,3 +763,33 @@ def test_missing_asset_trains_caches_and_reuses_a_quick_model(tmp_path, monkeypa
     assert not model.training and len(class_names) == model.num_classes - 1
     load_course_model()
     assert capsys.readouterr().out == ""  # cached: no training the second time
+
+
+def test_a_stale_cached_model_is_trained_again(tmp_path, monkeypatch, capsys):
+    """A cache written by an older model definition (its weights no longer fit) is replaced, not an error."""
+    import torch
+
+    monkeypatch.setattr(course, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
+    monkeypatch.setattr(course, "CACHE_DIR", tmp_path / "results" / "course_model")
+    monkeypatch.setitem(course.FALLBACK_TRAINING, True, dict(epochs=1, max_steps_per_epoch=2, batch_size=2, warmup_steps=1,
+                                                             num_workers=0))
+    monkeypatch.setenv("SSD_COURSE_FAST", "1")
+    monkeypatch.delenv("SSD_COURSE_GRADING", raising=False)
+    stale = tmp_path / "results" / "course_model" / "fast" / "last.pt"
+    stale.parent.mkdir(parents=True)
+    load_course_model()  # trains and caches
+    ckpt = torch.load(stale, weights_only=True)
+    ckpt["model"] = {k + ".old": v for k, v in ckpt["model"].items()}  # weights of another architecture
+    torch.save(ckpt, stale)
+    capsys.readouterr()
+    model, _ = load_course_model()
+    assert "training a quick model" in capsys.readouterr().out
+    assert not model.training
+
+
+def test_grading_never_trains_a_missing_course_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(course, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
+    monkeypatch.setattr(course, "CACHE_DIR", tmp_path / "results" / "course_model")
+    monkeypatch.setenv("SSD_COURSE_GRADING", "1")
+    with pytest.raises(FileNotFoundError, match="grading never trains"):
+        load_course_model()

@@ -1,6 +1,7 @@
 """Tests for ssd_lib.widgets: each explorer's summary agrees with the library, the drawing changes
-with the controls, observers redraw, one figure is redrawn in place, and display() is a no-op in
-grading mode. Runs headless (Agg) with no Jupyter kernel."""
+with the controls, observers redraw, one figure and one Image widget are updated in place (no
+figure or widget piles up over 50 control changes), and display() is a no-op in grading mode.
+Runs headless (Agg) with no Jupyter kernel; the kernel path is exercised by patching ``_in_kernel``."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
+import ipywidgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -33,6 +35,7 @@ from ssd_lib.widgets import (  # noqa: E402
     DefaultBoxExplorer,
     DetectionExplorer,
     MatchingExplorer,
+    PlotExplorer,
 )
 
 
@@ -262,6 +265,48 @@ def test_detection_thresholds_change_summary_and_drawing(dataset, model):
     explorer.close()
 
 
+# ----------------------------------------------------------------------------- PlotExplorer
+
+
+def line_plot(ax, slope=1.0, label="line"):
+    """A plain drawing function of the kind the notebooks pass to PlotExplorer."""
+    xs = np.linspace(0, 1, 11)
+    ax.plot(xs, slope * xs, label=label)
+    ax.legend(loc="upper left")
+    ax.set(title=f"y = {slope:g} x", xlabel="x", ylabel="y")
+    return {"slope": slope, "end": float(slope)}
+
+
+def test_plot_explorer_calls_the_plain_function_with_every_control():
+    calls = []
+
+    def draw(ax, slope=1.0, label="line"):
+        calls.append((slope, label))
+        return line_plot(ax, slope, label)
+
+    explorer = PlotExplorer(draw, {"slope": ipywidgets.FloatSlider(value=2.0, min=-3, max=3),
+                                   "label": ipywidgets.Dropdown(options=["line", "ramp"], value="line")})
+    assert calls == [(2.0, "line")] and explorer.summary == {"slope": 2.0, "end": 2.0}
+    assert not explorer.controls["slope"].continuous_update  # redraw on release, not on every pixel
+    explorer.controls["label"].value = "ramp"  # the observer passes all values, not only the changed one
+    assert calls[-1] == (2.0, "ramp")
+    assert explorer.update(slope=-1.5) == {"slope": -1.5, "end": -1.5}
+    ax = explorer.axes[0]
+    assert len(ax.lines) == 1 and ax.get_title() == "y = -1.5 x"  # the axes was cleared before the redraw
+    assert np.allclose(ax.lines[0].get_ydata()[-1], -1.5)
+    explorer.close()
+
+    not_a_dict = PlotExplorer(lambda ax, n=1: n * 2, {"n": ipywidgets.IntSlider(value=3)})
+    assert not_a_dict.summary == {"result": 6}
+    not_a_dict.close()
+    with pytest.raises(TypeError, match="draw must be a function"):
+        PlotExplorer("line_plot", {"n": ipywidgets.IntSlider()})
+    with pytest.raises(TypeError, match="must be an ipywidgets control"):
+        PlotExplorer(line_plot, {"slope": 1.0})
+    with pytest.raises(TypeError, match="non-empty dict"):
+        PlotExplorer(line_plot, {})
+
+
 # ----------------------------------------------------------------------------- all explorers
 
 
@@ -272,10 +317,13 @@ def _make(kind, dataset, model):
         return MatchingExplorer(dataset, PriorConfig.ssd300())
     if kind == "augmentation":
         return AugmentationExplorer(dataset, SSDAugmentation(size=300))
+    if kind == "plot":
+        return PlotExplorer(line_plot, {"slope": ipywidgets.FloatSlider(value=1.0, min=-2, max=2, step=0.5),
+                                        "label": ipywidgets.Dropdown(options=["line", "ramp"])})
     return DetectionExplorer(model, dataset, score_threshold=0.1, top_k=10)
 
 
-KINDS = ["default_boxes", "matching", "augmentation", "detection"]
+KINDS = ["default_boxes", "matching", "augmentation", "detection", "plot"]
 # (control, values to cycle through) moved 50 times for each explorer
 MOVES = {
     "default_boxes": [("map_index", [0, 1, 2, 3, 4, 5]), ("row", [0]), ("s_prime_k", [False, True])],
@@ -283,27 +331,58 @@ MOVES = {
     "augmentation": [("index", [0, 1, 2]), ("seed", [0, 1, 2, 3]), ("step", [0, 2, 4, 7])],
     "detection": [("index", [0, 1, 2]), ("score_threshold", [0.1, 0.3]), ("nms_threshold", [0.3, 0.6]),
                   ("top_k", [5, 20])],
+    "plot": [("slope", [-2.0, -0.5, 0.5, 1.5]), ("label", ["ramp", "line"])],
 }
 
 
+def live_widgets() -> int:
+    """Widgets the kernel holds (controls, images, boxes and their layouts and styles).
+    ``ipywidgets.Widget.widgets`` is deprecated in ipywidgets 8; this is the dict it returned."""
+    return len(ipywidgets.widgets.widget._instances)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_one_figure_redrawn_in_place_over_50_control_changes(kind, dataset, model):
-    open_before = len(plt.get_fignums())
+def test_one_figure_and_one_image_updated_in_place_over_50_control_changes(kind, dataset, model, monkeypatch):
+    # The kernel path (every update renders a PNG into the Image) for the first moves, each control moved
+    # at least twice; then no PNG (a render costs 0.3-1 s on two shared cores), counts still checked.
+    rendered_moves = 2 * len(MOVES[kind])
+    in_kernel = {"now": True}
+    monkeypatch.setattr(widgets, "_in_kernel", lambda: in_kernel["now"])
+    shown = []
+    monkeypatch.setattr(widgets, "_ipython_display", shown.append)
+    figures_before, widgets_before = len(plt.get_fignums()), live_widgets()
     explorer = _make(kind, dataset, model)
-    figure, axes = explorer.figure, list(explorer.figure.axes)
-    summaries = set()
+    figure, axes, view = explorer.figure, list(explorer.figure.axes), explorer.view
+    assert view.format == "png" and bytes(view.value).startswith(b"\x89PNG")
+    assert explorer.widget.children[-1] is view
+    explorer.display()
+    widgets_built = live_widgets()
+    summaries, changed = set(), 0
     for i in range(50):
         name, values = MOVES[kind][i % len(MOVES[kind])]
-        explorer.controls[name].value = values[(i // len(MOVES[kind])) % len(values)]
+        control, value = explorer.controls[name], values[(i // len(MOVES[kind])) % len(values)]
+        in_kernel["now"] = i < rendered_moves
+        moves, png = control.value != value, bytes(view.value)
+        control.value = value  # the observer redraws (when the value really changes)
         summaries.add(repr(explorer.summary))
-    assert len(plt.get_fignums()) == open_before  # no figure per update (none registered with pyplot)
+        changed += moves
+        if in_kernel["now"] and moves:
+            assert bytes(view.value) != png, f"move {i}: {name}={value!r} did not change the picture"
+            assert bytes(view.value).startswith(b"\x89PNG")
+        elif in_kernel["now"]:
+            assert bytes(view.value) == png
+        assert len(plt.get_fignums()) == figures_before, f"move {i}: a figure was opened"
+        assert live_widgets() == widgets_built, f"move {i}: widgets piled up"
+    assert changed >= 25 and len(summaries) > 3  # the observers did redraw
     assert explorer.figure is figure and list(figure.axes) == axes  # same figure, same axes, no colorbars
-    assert len(summaries) > 3  # the observers did redraw
+    assert explorer.view is view and explorer.widget.children[-1] is view
+    assert shown == [explorer.widget]  # updates replace the PNG; they display nothing new
     for ax in axes:
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
-    pixels(explorer)  # still renders
     explorer.close()
-    assert len(plt.get_fignums()) == open_before
+    assert len(plt.get_fignums()) == figures_before
+    assert live_widgets() == widgets_before  # close() releases every widget, layouts and styles included
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -331,19 +410,26 @@ def test_display_fallback_reads_the_env_var(monkeypatch):
     assert widgets._grading_mode() is False
 
 
-def test_in_a_kernel_each_update_redisplays_the_figure_in_the_output(monkeypatch):
-    events = []
+def test_in_a_kernel_each_update_replaces_the_png_of_one_image_widget(monkeypatch):
+    pngs, shown = [], []
     monkeypatch.setattr(widgets, "_in_kernel", lambda: True)
-    monkeypatch.setattr(widgets, "clear_output", lambda wait=False: events.append(("clear", wait)))
-    monkeypatch.setattr(widgets, "_ipython_display", lambda obj: events.append(("show", obj)))
+    monkeypatch.setattr(widgets, "_ipython_display", shown.append)
     explorer = DefaultBoxExplorer(PriorConfig.from_paper(100, (4, 2, 1)))
+    explorer.view.observe(lambda change: pngs.append(bytes(change["new"])), names="value")
     explorer.update(map_index=1)
     explorer.controls["row"].value = 0
-    assert [e[0] for e in events] == ["clear", "show"] * 3  # construction, update, observer
-    assert all(wait for kind, wait in events if kind == "clear")  # no flicker
-    images = [obj for kind, obj in events if kind == "show"]
-    assert all(img.data.startswith(b"\x89PNG") for img in images)
-    assert images[1].data != images[2].data
+    assert len(pngs) == 2 and all(png.startswith(b"\x89PNG") for png in pngs)  # update, observer
+    assert pngs[0] != pngs[1] and bytes(explorer.view.value) == pngs[1]
+    assert shown == []  # nothing is displayed (no Output, no clear_output): only the Image's value changes
+    explorer.close()
+
+
+def test_outside_a_kernel_no_png_is_rendered(monkeypatch):
+    monkeypatch.setattr(widgets, "_in_kernel", lambda: False)
+    explorer = DefaultBoxExplorer(PriorConfig.from_paper(100, (4, 2, 1)))
+    explorer.update(map_index=1)
+    assert bytes(explorer.view.value) == b""  # tests and scripts call update() without paying for a PNG
+    assert explorer.render_png().startswith(b"\x89PNG")
     explorer.close()
 
 
@@ -351,7 +437,7 @@ def test_close_closes_controls_and_refuses_updates():
     explorer = DefaultBoxExplorer(PriorConfig.ssd300())
     explorer.close()
     assert all(control.comm is None for control in explorer.controls.values())
-    assert explorer.widget.comm is None
+    assert explorer.widget.comm is None and explorer.view.comm is None
     with pytest.raises(RuntimeError, match="closed"):
         explorer.update(row=1)
     explorer.close()  # twice is fine
