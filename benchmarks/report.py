@@ -69,13 +69,22 @@ def markdown_table(rows: list[Row]) -> str:
 def smoke_label(result: dict[str, Any]) -> Optional[str]:
     """Why these figures are not benchmark figures, or None for a proper run."""
     reasons = []
+    info = result["machine"]
+    load = (f"load average {info['load_average_start'][0]} at start, "
+            f"{info.get('load_average_end', ['?'])[0]} at end, on {info['cpu_cores']} cores")
     if result["settings"]["quick"]:
         reasons.append("--quick (tiny repeats and batches)")
+        if result["loaded"]:
+            reasons.append(f"loaded machine ({load})")
+        return "SMOKE RUN: " + "; ".join(reasons) + ". Not benchmark figures."
     if result["loaded"]:
-        info = result["machine"]
-        reasons.append(f"loaded machine (load average {info['load_average_start'][0]} at start, "
-                       f"{info.get('load_average_end', ['?'])[0]} at end, on {info['cpu_cores']} cores)")
-    return "SMOKE RUN: " + "; ".join(reasons) + ". Not benchmark figures." if reasons else None
+        # A full run on a shared machine: the wall clock includes waiting for the neighbours, the
+        # process CPU time of a one-thread run does not (it counts the work done).
+        threads = info.get("torch_threads")
+        return (f"LOADED MACHINE ({load}; torch threads: {threads}): the wall-clock table includes time spent "
+                "waiting for other jobs; read the process CPU time table"
+                + ("." if threads == 1 else ", and prefer a one-thread run (--threads 1)."))
+    return None
 
 
 def _profile_md(case: str, side: str, profile: dict[str, Any]) -> list[str]:

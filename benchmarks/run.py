@@ -1,10 +1,10 @@
 """Run the benchmark suite: each case for ours and torchvision's on identical inputs, checked, then timed.
 
 Cases: 1 match + loss, 2 post-processing, 3 inference, 4 training step, 5 augmentation,
-6 VOC evaluation, 7 forward GFLOP/s vs matmul. Prints a table, writes ``<out>/latest.json`` and
-``<out>/latest.md``, and updates the device's section of ``benchmarks/RESULTS.md`` (when every case
-ran, or with ``--record``: a partial run does not replace the recorded figures). Exit status 1
-if any case's check found a MISMATCH or a case failed.
+6 VOC evaluation, 7 forward GFLOP/s vs matmul, 8 ONNX Runtime fp32/int8 vs PyTorch eager. Prints a
+table, writes ``<out>/latest.json`` and ``<out>/latest.md``, and updates the device's section of
+``benchmarks/RESULTS.md`` (when every case ran, or with ``--record``: a partial run does not replace
+the recorded figures). Exit status 1 if any case's check found a MISMATCH or a case failed.
 
 Usage::
 
@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from . import case_detect, case_flops, case_inference, case_loss, case_reused, case_train
+from . import case_detect, case_flops, case_inference, case_loss, case_onnx, case_reused, case_train
 from .machine import is_loaded, load_average, machine_info
 from .report import smoke_label, text_table, write_outputs
 from .row import Row, Settings, error_row
@@ -38,6 +38,7 @@ CASES: dict[int, tuple[str, Callable[[Settings], list[Row]]]] = {
     5: ("augmentation", case_reused.run_augment),
     6: ("VOC evaluation", case_reused.run_metrics),
     7: ("forward GFLOP/s vs matmul", case_flops.run),
+    8: ("ONNX Runtime fp32/int8 vs PyTorch eager", case_onnx.run),
 }
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 
