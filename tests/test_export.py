@@ -196,8 +196,18 @@ def test_decoding_in_the_graph_gives_the_same_detections(setup):
     ort_boxes, ort_scores = detector.run(batch)
     torch.testing.assert_close(ort_boxes, boxes, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ort_scores, scores, atol=1e-5, rtol=1e-4)
-    result = compare_detections(predict(setup["model"], images), detector.predict(images), _sizes(images))
-    assert result["same"], result
+    torch_dets, ort_dets = predict(setup["model"], images), detector.predict(images)
+    result = compare_detections(torch_dets, ort_dets, _sizes(images))
+    # Two boxes of one class whose probabilities are exactly equal (softmax saturated at 0.99990) have
+    # no order, and NMS keeps whichever comes first: the only difference allowed is such a pair, the
+    # same label and the same score on both sides with different boxes (seen once in 48 images).
+    for index in result["images_differing"]:
+        a, b = torch_dets[index], ort_dets[index]
+        matched = match_detections(a, b, _sizes(images)[index])
+        tied_a = sorted((int(a["labels"][j]), float(a["scores"][j])) for j in matched["only_a"])
+        tied_b = sorted((int(b["labels"][j]), float(b["scores"][j])) for j in matched["only_b"])
+        assert tied_a == tied_b, (index, result)
+    assert result["unmatched"] <= 2 * len(result["images_differing"]) <= 4, result
 
 
 def test_detect_decoded_selects_what_detect_selects(setup):
