@@ -137,10 +137,9 @@ def _evaluate_and_report(model, dataset, args, out_dir: Path | None) -> dict:
         summary = {"mAP": res["mAP"], "ap": dict(zip(names, [float(a) for a in res["ap"]])), "num_images": len(dataset)}
         if args.coco:
             summary["coco"] = {k: float(v) for k, v in res["coco"].items() if k != "stats"}
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / "eval.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(out_dir / "eval.json")
+        from ssd_lib.files import write_json
+
+        write_json(out_dir / "eval.json", summary)
     return res
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "grade_notebook", "cli_grade", "main",
 ]
 
+from .files import atomic_write, write_json, write_text
 from .model_card import ASSET_PATH  # the shipped model (its card is beside it)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -151,10 +152,7 @@ def _train_fallback_model(out_dir: Path, fast: bool) -> None:
     # tensor or a plain type, so train.load_checkpoint reads it with weights_only=True.
     ckpt = {"format": "ssd_lib.checkpoint/1", "model_config": model.config.to_dict(), "model": model.state_dict(),
             "extra": {"class_names": list(dataset.classes), "trained_by": "ssd_lib.course fallback", "fast": fast}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".last.pt.tmp{os.getpid()}"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, out_dir / "last.pt")
+    atomic_write(out_dir / "last.pt", lambda tmp: torch.save(ckpt, tmp))
 
 
 def _short(path: Path) -> str:
@@ -286,14 +284,6 @@ def _notebook_text(nb) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def _atomic_write(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)  # readers see the old file or the new one, never half
-
-
 def _resolve_dirs(src_dir, dst_dir) -> tuple[Path, Path]:
     src = Path(src_dir) if src_dir is not None else REPO_ROOT / "notebooks"
     dst = Path(dst_dir) if dst_dir is not None else src / "student"
@@ -314,7 +304,7 @@ def generate_student_versions(src_dir: str | Path | None = None, dst_dir: str | 
     expected = _expected_student_files(src, dst)  # all errors surface before any file is touched
     for path, text in expected.items():
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            _atomic_write(text, path)
+            write_text(path, text)
     for orphan in sorted(dst.glob(NOTEBOOK_GLOB)) if dst.is_dir() else []:
         if orphan not in expected:
             orphan.unlink()
@@ -773,7 +763,7 @@ def cli_grade(argv: list[str] | None = None) -> int:
         return 2
     print(report)
     if args.json:
-        _atomic_write(json.dumps(report.to_dict(), indent=2) + "\n", Path(args.json))
+        write_json(Path(args.json), report.to_dict())
     return 0
 
 # ---------------------------------------------------------------- command line

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .course import NOTEBOOK_GLOB, REPO_ROOT
+from .files import write_text
 
 __all__ = ["DEFAULT_OUT", "find_notebooks", "execute_notebook", "notebook_html", "build_site", "main"]
 
@@ -238,17 +239,6 @@ def _title(nb, fallback: str) -> str:
 # ---------------------------------------------------------------- site
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)  # a reader sees the old page or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _index_html(report: SiteReport) -> str:
     mode = "fast mode (SSD_COURSE_FAST=1: small data, a few training steps)" if report.fast else "full mode"
     items = "\n".join(f'<li><a href="{html.escape(p.html.name)}">{html.escape(p.title)}</a> '
@@ -294,14 +284,14 @@ def build_site(notebooks: list[Path], out_dir: Path = DEFAULT_OUT, fast: bool = 
             nb = execute_notebook(path, fast=fast, timeout_per_cell=timeout_per_cell)
             seconds = time.perf_counter() - started
             page = report.out_dir / f"{path.stem}.html"
-            _atomic_write(page, notebook_html(nb, path.stem))
+            write_text(page, notebook_html(nb, path.stem))
         except HTMLBuildError as exc:
             report.failures.append(str(exc))
             log(f"  failed: {exc}")
             continue
         report.pages.append(Page(path, page, _title(nb, path.stem), seconds))
         log(f"  {page} ({seconds:.0f} s to run, {page.stat().st_size / 1e6:.1f} MB)")
-    _atomic_write(report.index, _index_html(report))
+    write_text(report.index, _index_html(report))
     log(f"{len(report.pages)} page(s): open {report.index}")
     return report
 

@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from .files import write_text
+from .machine import cpu_model, load_average
 from .model import SSD, ModelConfig, SmallBackbone, VGG16Backbone, build_model, count_parameters
 
 __all__ = [
@@ -392,21 +394,9 @@ def _describe_variant(name: str, num_classes: int, image_size: int) -> dict:
 # ---------------------------------------------------------------- the study
 
 def machine_info() -> dict:
-    """CPU model, cores, load, torch and Python versions of this machine."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_start": load, "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
+    """CPU model, cores, load, torch and Python versions of this machine (stored with the study)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_at_start": list(load_average()),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "gpu": None}
 
 
@@ -422,10 +412,7 @@ def _plain(value):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_plain(data), indent=1, allow_nan=False))
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    write_text(path, json.dumps(_plain(data), indent=1, allow_nan=False))  # atomic: old file or new, never half
 
 
 def _worker(args: tuple) -> dict:

@@ -45,7 +45,7 @@ def _umask() -> int:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

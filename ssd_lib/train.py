@@ -386,11 +386,7 @@ def plot_history(steps: list[dict], history: list[dict], path: str | Path) -> Pa
     axes[2].plot([h["epoch"] for h in evals], [h["val_mAP"] for h in evals], marker="o")
     axes[2].set(title="Validation VOC mAP@0.5", xlabel="epoch", ylabel="mAP", ylim=(0, 1))
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
 # ---------------------------------------------------------------- the loop

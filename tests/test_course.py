@@ -749,13 +749,19 @@ def test_truncated_or_foreign_checkpoint_is_a_one_line_value_error(tiny_checkpoi
         load_course_model(tmp_path / "nowhere.pt")
 
 
-@pytest.mark.slow
-def test_missing_asset_trains_caches_and_reuses_a_quick_model(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def no_shipped_model(tmp_path, monkeypatch):
+    """No shipped model and an empty cache under tmp_path; a fallback model trains in 2 steps (fast mode)."""
     monkeypatch.setattr(course, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
     monkeypatch.setattr(course, "CACHE_DIR", tmp_path / "results" / "course_model")
     monkeypatch.setitem(course.FALLBACK_TRAINING, True, dict(epochs=1, max_steps_per_epoch=2, batch_size=2, warmup_steps=1,
                                                              num_workers=0))
     monkeypatch.setenv("SSD_COURSE_FAST", "1")
+    return monkeypatch
+
+
+@pytest.mark.slow
+def test_missing_asset_trains_caches_and_reuses_a_quick_model(no_shipped_model, tmp_path, capsys):
     model, class_names = load_course_model()
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
     assert len(lines) == 1 and "training a quick model" in lines[0]
@@ -765,16 +771,11 @@ def test_missing_asset_trains_caches_and_reuses_a_quick_model(tmp_path, monkeypa
     assert capsys.readouterr().out == ""  # cached: no training the second time
 
 
-def test_a_stale_cached_model_is_trained_again(tmp_path, monkeypatch, capsys):
+def test_a_stale_cached_model_is_trained_again(no_shipped_model, tmp_path, capsys):
     """A cache written by an older model definition (its weights no longer fit) is replaced, not an error."""
     import torch
 
-    monkeypatch.setattr(course, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
-    monkeypatch.setattr(course, "CACHE_DIR", tmp_path / "results" / "course_model")
-    monkeypatch.setitem(course.FALLBACK_TRAINING, True, dict(epochs=1, max_steps_per_epoch=2, batch_size=2, warmup_steps=1,
-                                                             num_workers=0))
-    monkeypatch.setenv("SSD_COURSE_FAST", "1")
-    monkeypatch.delenv("SSD_COURSE_GRADING", raising=False)
+    no_shipped_model.delenv("SSD_COURSE_GRADING", raising=False)
     stale = tmp_path / "results" / "course_model" / "fast" / "last.pt"
     stale.parent.mkdir(parents=True)
     load_course_model()  # trains and caches
@@ -787,9 +788,7 @@ def test_a_stale_cached_model_is_trained_again(tmp_path, monkeypatch, capsys):
     assert not model.training
 
 
-def test_grading_never_trains_a_missing_course_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(course, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
-    monkeypatch.setattr(course, "CACHE_DIR", tmp_path / "results" / "course_model")
-    monkeypatch.setenv("SSD_COURSE_GRADING", "1")
+def test_grading_never_trains_a_missing_course_model(no_shipped_model):
+    no_shipped_model.setenv("SSD_COURSE_GRADING", "1")
     with pytest.raises(FileNotFoundError, match="grading never trains"):
         load_course_model()
