@@ -97,8 +97,9 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, 
     clipped = np.nan_to_num(boxes).copy()
     clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
     clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    clipped = clipped.astype(np.float32)  # sides are compared in the returned precision: a 1e-167 px side is 0 in float32
     keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    return clipped.astype(np.float32), keep
+    return clipped, keep
 
 
 def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:
