@@ -197,6 +197,16 @@ def test_resize_matches_torchvision(size):
     torch.testing.assert_close(out["boxes"], tvf.resize(boxes, out_size).as_subclass(torch.Tensor))
 
 
+@pytest.mark.parametrize("antialias", [False, True])
+def test_resize_to_the_same_size_is_skipped_and_still_equals_torchvision(antialias):
+    # Resize returns the input unchanged when it already has the output size (the built-in data is
+    # rendered at the model's size); that must be what interpolation at scale 1 would have given.
+    image, target = make_sample(height=64, width=96, boxes=((3.0, 4.0, 50.0, 60.0),))
+    out_image, out = Resize((64, 96), antialias=antialias)(image, target)
+    assert torch.equal(out_image, tvf.resize(image, [64, 96], antialias=antialias))
+    assert torch.equal(out["boxes"], target["boxes"])
+
+
 def test_evaluation_transform_is_deterministic_and_scales_boxes():
     image, target = make_sample(height=400, width=200, boxes=((10.0, 20.0, 110.0, 220.0),))
     transform = SSDTransform(300)
