@@ -50,6 +50,18 @@ def evaluate_shipped(path: str | Path = ASSET_PATH, limit: int | None = None, co
     return evaluate_model(model, test, batch_size=50, coco=coco, limit=limit)
 
 
+def _architecture(model_config: dict) -> str:
+    """One line: the ModelConfig call, the input size, the source maps and the number of default boxes."""
+    from .model import ModelConfig
+    from .priors import default_boxes
+
+    config = ModelConfig.from_dict(model_config)
+    options = "".join(f", {k}={v!r}" for k, v in sorted(config.backbone_kwargs.items()))
+    maps = ", ".join(str(f) for f in config.priors.feature_maps)
+    return (f"ssd_lib.model.ModelConfig.{config.arch}(num_classes={config.num_classes}{options}): "
+            f"{config.priors.image_size} px input, source maps {maps}, {len(default_boxes(config.priors))} default boxes")
+
+
 def ship(run_dir: str | Path, asset_path: str | Path = ASSET_PATH) -> dict:
     """Copy the model of a main-job run (``run_dir/last.pt`` + ``run.json``) to ``asset_path`` without
     its optimiser state, re-measure it from that file, and write the card beside it."""
@@ -74,7 +86,7 @@ def ship(run_dir: str | Path, asset_path: str | Path = ASSET_PATH) -> dict:
         "model": asset_path.name,
         "sha256": sha256(asset_path),
         "size_bytes": asset_path.stat().st_size,
-        "architecture": "ssd_lib.model.ModelConfig.small (SmallBackbone, 128 px input)",
+        "architecture": _architecture(ckpt["model_config"]),
         "parameters": sum(t.numel() for k, t in ckpt["model"].items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))),
         "classes": slim["extra"]["class_names"],
         "trained_by": record["command"],

@@ -138,6 +138,9 @@ def test_main_trains_evaluates_and_draws(runs):
     ckpt = load_checkpoint(out / "last.pt")
     assert (ckpt["epoch"], ckpt["global_step"]) == (1, 2)
     assert ckpt["model_config"]["num_classes"] == 7 and ckpt["model_config"]["priors"]["image_size"] == 64
+    # The main job's layout: the stride-4 map in front of the five maps (64 px: a 16x16 map first).
+    assert ckpt["model_config"]["backbone_kwargs"] == {"stride4_source": True}
+    assert list(ckpt["model_config"]["priors"]["feature_maps"][:2]) == [16, 8]
     assert ckpt["extra"]["class_names"] == SHAPE_CLASSES
     assert not list(out.glob("*.tmp*"))
 
@@ -193,3 +196,14 @@ def test_eval_with_a_checkpoint_for_other_classes_is_one_line(runs):
 
 def test_eval_with_an_unreadable_checkpoint_is_one_line(runs):
     assert_one_line_error(runs["noise"], "cannot read checkpoint", "noise.pt")
+
+
+def test_no_stride4_map_gives_the_lessons_five_maps():
+    from ssd_lib.__main__ import _model_config, build_parser
+    from ssd_lib.model import ModelConfig
+
+    for command in ("main", "train"):
+        default = build_parser().parse_args([command])
+        assert _model_config(default, 7) == ModelConfig.small(7, stride4_source=True)
+        five = build_parser().parse_args([command, "--no-stride4-map"])
+        assert _model_config(five, 7) == ModelConfig.small(7)

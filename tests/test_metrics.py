@@ -202,6 +202,16 @@ def test_perfect_detector_has_ap_one(use_07_metric):
     np.testing.assert_array_equal(result["precision"][0], [1.0, 1.0])
 
 
+def test_one_missed_object_caps_voc07_ap_at_ten_elevenths():
+    # Lesson 9's remark: 19 of 20 objects found with perfect precision; recall stops at 0.95, so the
+    # 11th level (recall 1) scores 0 and AP11 = 10/11, while the all-point area is 0.95.
+    boxes = [np.array([[10.0 * i, 0, 10.0 * i + 8, 8]]) for i in range(20)]
+    targets = [gt(b, [1]) for b in boxes]
+    dets = [det(b, [0.9 - 0.01 * i], [1]) for i, b in enumerate(boxes[:19])] + [det([], [], [])]
+    assert evaluate_voc(dets, targets, use_07_metric=True)["mAP"] == pytest.approx(10 / 11)
+    assert evaluate_voc(dets, targets, use_07_metric=False)["mAP"] == pytest.approx(0.95)
+
+
 @BOTH_METRICS
 def test_only_false_positives_has_ap_zero(use_07_metric):
     targets = [gt([A], [1]), gt([B], [1])]

@@ -173,3 +173,37 @@ def test_bad_model_configurations_rejected():
         SSD(SmallBackbone(num_extras=3), PriorConfig.ssd300(), num_classes=3)  # 5 maps vs 6
     with pytest.raises(ValueError, match="arch"):
         build_model(ModelConfig("resnet", 21, PriorConfig.ssd300()))
+    with pytest.raises(ValueError, match="ssd300 backbone does not take the options"):
+        build_model(ModelConfig("ssd300", 21, PriorConfig.ssd300(), {"stride4_source": True}))
+
+
+def test_stride4_layout_adds_a_fine_map_in_front_of_the_five_maps():
+    five = ModelConfig.small(num_classes=7).priors
+    fine = ModelConfig.small(num_classes=7, stride4_source=True).priors
+    assert fine.feature_maps == (32,) + five.feature_maps and fine.steps == (4.0,) + five.steps
+    assert fine.min_sizes[1:] == pytest.approx(five.min_sizes) and fine.max_sizes[1:] == pytest.approx(five.max_sizes)
+    assert fine.aspect_ratios == ((),) + five.aspect_ratios
+    assert (fine.min_sizes[0], fine.max_sizes[0]) == pytest.approx((0.06 * 128, 0.1 * 128))
+    model, small = build_model(ModelConfig.small(7, stride4_source=True)), ssd_small(7)
+    assert len(model.priors) == 32 * 32 * 2 + len(small.priors) == 3582 and len(small.priors) == 1534
+    torch.testing.assert_close(model.priors[32 * 32 * 2:], small.priors)  # the same boxes after the fine map
+    cell = model.priors[:2]  # the two squares of the first cell: 7.68 px and sqrt(7.68 * 12.8) px
+    torch.testing.assert_close(cell[:, 2:] * 128, torch.tensor([[7.68, 7.68], [(7.68 * 12.8) ** 0.5] * 2]))
+    loc, logits = model(torch.rand(2, 3, 128, 128))
+    assert loc.shape == (2, 3582, 4) and logits.shape == (2, 3582, 7)
+
+
+def test_the_fine_map_gives_tiny_objects_a_default_box_with_iou_above_one_half():
+    # The reason for the stride-4 map (ModelConfig.small's docstring), checked with torchvision's IoU:
+    # an 8 px object anywhere in the image never reaches IoU 0.5 with a box of the five maps.
+    from torchvision.ops import box_convert, box_iou
+
+    offsets = torch.arange(0, 8, 0.5)  # every sub-pixel position relative to the stride-8 grid
+    x, y = torch.meshgrid(40 + offsets, 40 + offsets, indexing="ij")
+    objects = torch.stack([x, y, x + 8, y + 8], -1).reshape(-1, 4) / 128
+    for stride4, expected in ((False, 0.0), (True, 0.9)):  # measured: 0 and 0.92 of the positions
+        priors = build_model(ModelConfig.small(7, stride4_source=stride4)).priors
+        best = box_iou(objects, box_convert(priors, "cxcywh", "xyxy")).max(1).values
+        assert (best >= 0.5).float().mean().item() >= expected
+        if not stride4:
+            assert best.max() < 0.5, best.max()

@@ -24,6 +24,16 @@ def test_card_describes_this_file(card):
     assert card["size_bytes"] == ASSET_PATH.stat().st_size
 
 
+def test_card_architecture_is_the_shipped_configuration(card):
+    from ssd_lib.model_card import _architecture
+    from ssd_lib.train import model_from_checkpoint
+
+    model, ckpt = model_from_checkpoint(ASSET_PATH)
+    assert card["architecture"] == _architecture(ckpt["model_config"])
+    assert f"{len(model.priors)} default boxes" in card["architecture"]
+    assert card["parameters"] == sum(p.numel() for p in model.parameters())
+
+
 def test_card_records_how_the_model_was_made(card):
     assert card["trained_by"].startswith("python -m ssd_lib main")
     assert card["training_minutes"] > 0 and card["total_minutes"] >= card["training_minutes"]
