@@ -293,7 +293,8 @@ class ModelConfig:
         default_ratios = ((2,),) * (len(maps) - 4) + ((2, 3),) * 4
         if backbone_kwargs.get("stride4_source"):
             maps.insert(0, -(-image_size // 4))
-            default_ratios = ((),) + default_ratios  # squares only: objects this small are nearly square
+            # Squares only: a built-in object under 12 px has w/h within 1:1.8 (ShapesConfig.min_side_px).
+            default_ratios = ((),) + default_ratios
             if scales is None:
                 scales = (0.06, *paper_scales(len(maps) - 1, 0.1, 0.9), 1.0)
         if aspect_ratios is None:

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import SSDAugmentation
