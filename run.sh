@@ -16,9 +16,7 @@ setup() {
     local stamp="$VENV/.ssd_lib-setup"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         "$PY" -m pip install -q --upgrade pip
-        # --no-compile: Python compiles each module when it is first imported anyway; compiling all
-        # of them up front (JupyterLab, torch, ...) took 27 of the 83 s of a fresh set-up (measured).
-        "$PY" -m pip install -q --no-compile -e ".[course,test]"
+        "$PY" -m pip install -q -e ".[course,test]"
         touch "$stamp"
     fi
 }
