@@ -40,11 +40,11 @@ CALIBRATION_IMAGES = 16
 
 def models(seed: int = 0) -> dict[str, tuple[torch.nn.Module, str]]:
     """{name: (model in eval mode, where its weights come from)}."""
-    from ssd_lib.course import ASSET_PATH, load_course_model
+    from ssd_lib.checkpoint import SHIPPED_MODEL, model_from_checkpoint
     from ssd_lib.model import ssd300_vgg16, ssd_small
 
-    if ASSET_PATH.is_file():
-        small, source = load_course_model()[0], f"shipped weights ({ASSET_PATH.name})"
+    if SHIPPED_MODEL.is_file():
+        small, source = model_from_checkpoint(SHIPPED_MODEL)[0].eval(), f"shipped weights ({SHIPPED_MODEL.name})"
     else:
         torch.manual_seed(seed)
         small, source = ssd_small(7).eval(), "random weights (no shipped model)"

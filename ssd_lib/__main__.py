@@ -1,4 +1,7 @@
-"""Command line: ``python -m ssd_lib main|train|eval|detect|export|render|grade|doctor|html``. ``--help`` on each explains it.
+"""Command line: ``python -m ssd_lib main|train|eval|detect|export|render``, plus the commands that
+packages register under the ``ssd_lib.commands`` entry-point group: the course adds ``grade``,
+``doctor`` and ``html`` (pyproject.toml), so this module knows nothing of the course. ``--help`` on
+each explains it.
 
     python -m ssd_lib main                                  # train the small SSD on the built-in shapes, evaluate, draw
     python -m ssd_lib train --dataset voc --data-root ~/data/VOCdevkit --model ssd300 --device cuda
@@ -14,12 +17,14 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 # The main job draws this many fresh training images (one epoch): sized to train in about 9.5 minutes
 # on two CPU cores (see README for the measured time and mAP).
 MAIN_TRAIN_IMAGES = 2900 * 32  # 2900 steps of 32 with the stride-4 map, bf16 on CPU (README: measured mAP and time)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+PLUGIN_GROUP = "ssd_lib.commands"  # entry points: more subcommands (the course's grade, doctor, html)
 
 
 class CLIError(Exception):
@@ -95,7 +100,7 @@ def cmd_train(args) -> dict:
 
     num_classes = len(_class_names(args)) + 1
     if args.resume:
-        from ssd_lib.train import model_from_checkpoint
+        from ssd_lib.checkpoint import model_from_checkpoint
 
         model, _ = model_from_checkpoint(args.resume, num_classes=num_classes)
     else:
@@ -159,7 +164,7 @@ def _draw_examples(model, dataset, res, out_path: Path, n: int = 8) -> Path:
 
 
 def cmd_eval(args) -> dict:
-    from ssd_lib.train import model_from_checkpoint
+    from ssd_lib.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(args.checkpoint, num_classes=len(_class_names(args)) + 1)
     ds = _datasets(args, args.split, model.prior_config.image_size)
@@ -167,26 +172,29 @@ def cmd_eval(args) -> dict:
 
 
 def _load_model(checkpoint: str | None):
-    """(model, class names, source) from a checkpoint, or the course's shipped model when None."""
-    from ssd_lib.course import ASSET_PATH, load_course_model
+    """(model in eval mode, class names, source) from a checkpoint, or the shipped model when None."""
+    from ssd_lib import checkpoint as checkpoints
 
+    path = Path(checkpoint) if checkpoint else checkpoints.SHIPPED_MODEL
+    if not checkpoint and not path.is_file():
+        raise CLIError(f"no --checkpoint given and the shipped model {path} is missing: restore it "
+                       "(git checkout -- assets/) or pass --checkpoint")
     try:
-        model, class_names = load_course_model(checkpoint)
+        model, ckpt = checkpoints.model_from_checkpoint(path)
+        class_names = checkpoints.class_names_of(ckpt, model.num_classes)
     except RuntimeError as exc:  # load_state_dict: weights of another configuration or number of classes
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]
-        raise CLIError(f"checkpoint {checkpoint}: its weights do not fit the model configuration stored with them "
+        raise CLIError(f"checkpoint {path}: its weights do not fit the model configuration stored with them "
                        f"({detail}); use a checkpoint written by ssd_lib's train") from None
     except (KeyError, TypeError) as exc:  # a model_config with missing or wrong entries
-        raise CLIError(f"checkpoint {checkpoint} has an incomplete model configuration ({exc}); "
+        raise CLIError(f"checkpoint {path} has an incomplete model configuration ({exc}); "
                        "use a checkpoint written by ssd_lib's train") from None
     except ValueError as exc:  # unreadable file, or a configuration the model cannot be built from
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(message if str(checkpoint) in message
-                       else f"checkpoint {checkpoint}: cannot rebuild its model ({message})") from None
-    if checkpoint:
-        return model, class_names, Path(checkpoint)
-    return model, class_names, ASSET_PATH if ASSET_PATH.is_file() else "the stand-in course model (no shipped weights)"
+        raise CLIError(message if str(path) in message
+                       else f"checkpoint {path}: cannot rebuild its model ({message})") from None
+    return model.eval(), class_names, path
 
 
 def _detections_record(path: Path, image, det: dict, class_names: list[str]) -> dict:
@@ -348,24 +356,6 @@ def _write_run_record(args, out: Path, res: dict, minutes: float, trained: dict,
     return write_json(out / "run.json", record)
 
 
-def cmd_grade(args) -> int:
-    from ssd_lib.course import cli_grade
-
-    return cli_grade(args.rest)
-
-
-def cmd_doctor(args) -> int:
-    from ssd_lib.doctor import main as doctor_main
-
-    return doctor_main(args.rest)
-
-
-def cmd_html(args) -> int:
-    from ssd_lib.course_html import main as html_main
-
-    return html_main(args.rest, prog="python -m ssd_lib html")
-
-
 def cmd_render(args) -> None:
     from ssd_lib.data.__main__ import main as render_main
 
@@ -441,24 +431,44 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_render)
-    p = sub.add_parser("grade", help="run a filled-in course notebook headless and grade each exercise (see its --help)",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_grade)
-    p = sub.add_parser("doctor", help="check that this environment can run the course, with the fixes (see its --help)",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_doctor)
-    p = sub.add_parser("html", help="run the course notebooks headless and write them as a static HTML site "
-                                    "(see its --help)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_html)
+    for name, command in plugin_commands().items():  # e.g. the course's grade, doctor, html
+        p = sub.add_parser(name, help=command.description() + " (see its --help)", add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, command=command: command(args.rest))
     return parser
+
+
+def plugin_commands() -> dict[str, Callable[[list[str]], int]]:
+    """The commands registered under the ``ssd_lib.commands`` entry points: ``{name: fn(argv) -> exit status}``.
+    The course registers ``grade``, ``doctor`` and ``html`` (see pyproject.toml)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: _LazyCommand(ep) for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name)}
+
+
+class _LazyCommand:
+    """An entry point loaded when it runs (or when ``--help`` asks for its description)."""
+
+    def __init__(self, entry_point) -> None:
+        self.entry_point = entry_point
+
+    def __call__(self, argv: list[str]) -> int:
+        return self.entry_point.load()(argv)
+
+    def description(self) -> str:
+        """The first line of the command's docstring (for ``--help``)."""
+        try:
+            doc = (self.entry_point.load().__doc__ or "").strip()
+        except ImportError as exc:  # an extra that is not installed
+            return f"unavailable here ({exc})"
+        line = doc.splitlines()[0].rstrip(".") if doc else ""
+        return line[:1].lower() + line[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["render"], ["grade"], ["doctor"], ["html"]):
+    passthrough = {"render", *plugin_commands()}
+    if argv[:1] and argv[0] in passthrough:
         # argparse.REMAINDER does not take a first argument that starts with '-' (render --format voc ...):
         # everything after the subcommand goes to its own parser as it is.
         args = build_parser().parse_args(argv[:1])
@@ -473,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
-    return status if args.command in ("grade", "doctor", "html") else 0
+    return status if args.command in passthrough - {"render"} else 0
 
 
 if __name__ == "__main__":

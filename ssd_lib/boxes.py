@@ -88,7 +88,8 @@ def box_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     return _tv_box_iou(boxes_a, boxes_b)
 
 
-def encode(matched_xyxy: Tensor, priors_cxcywh: Tensor, variances: tuple[float, float] = DEFAULT_VARIANCES) -> Tensor:
+def encode(matched_xyxy: Tensor, priors_cxcywh: Tensor, variances: tuple[float, float] = DEFAULT_VARIANCES,
+           floor_sizes: bool = True) -> Tensor:
     """Regression targets for matched ground truth (paper Eq. 2, divided by the variances).
 
     ``matched_xyxy: (..., P, 4)`` the box each default box is matched to, xyxy;
@@ -97,7 +98,8 @@ def encode(matched_xyxy: Tensor, priors_cxcywh: Tensor, variances: tuple[float, 
         tx = (g_cx - d_cx) / (d_w * v0)     tw = log(g_w / d_w) / v1
 
     Background default boxes still get a (meaningless) target; the loss ignores them.
-    Degenerate matched boxes (zero width) would give -inf, so widths are floored at a tiny epsilon.
+    Degenerate matched boxes (zero width) would give -inf, so widths are floored at a tiny epsilon;
+    ``floor_sizes=False`` computes the paper's formula as written (lesson 11 shows the -inf it gives).
     """
     _check_last_dim("matched_xyxy", matched_xyxy)
     _check_last_dim("priors_cxcywh", priors_cxcywh)
@@ -108,9 +110,9 @@ def encode(matched_xyxy: Tensor, priors_cxcywh: Tensor, variances: tuple[float, 
         )
     g = xyxy_to_cxcywh(matched_xyxy)
     d = priors_cxcywh
-    eps = torch.finfo(g.dtype).eps
+    sizes = g[..., 2:].clamp(min=torch.finfo(g.dtype).eps) if floor_sizes else g[..., 2:]
     centre = (g[..., :2] - d[..., :2]) / (d[..., 2:] * variances[0])
-    size = torch.log(g[..., 2:].clamp(min=eps) / d[..., 2:]) / variances[1]
+    size = torch.log(sizes / d[..., 2:]) / variances[1]
     return torch.cat((centre, size), dim=-1)
 
 

@@ -40,6 +40,8 @@ def load_average() -> tuple[float, float, float]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
+    """What a measurement ran on (stored with every recorded figure): CPU, cores, threads, versions,
+    platform, ``OMP_NUM_THREADS``, device (and GPU name), the date and the load average at the start."""
     info = {
         "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
@@ -47,6 +49,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
+        "platform": platform.platform(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "device": str(device),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_start": load_average(),

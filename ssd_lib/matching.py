@@ -61,18 +61,20 @@ def pairwise_iou(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     return inter.div_(union)
 
 
-def match_ious(iou: Tensor, valid: Tensor, iou_threshold: float = 0.5) -> tuple[Tensor, Tensor]:
-    """The two-step rule on a precomputed IoU matrix, for a whole batch at once.
+def match_ious(iou: Tensor, valid: Tensor | None = None, iou_threshold: float = 0.5) -> tuple[Tensor, Tensor]:
+    """The two-step rule on a precomputed IoU matrix: the one place where it is written.
 
     ``iou: (B, G, P)`` IoU of each (padded) object with each default box; ``valid: (B, G)`` bool,
-    False on padding rows. Returns ``matched_idx (B, P)`` int64 (the object each default box is
-    assigned to; meaningless where background) and ``positive (B, P)`` bool.
+    False on padding rows (None: every row is a real object). Returns ``matched_idx (B, P)`` int64
+    (the object each default box is assigned to; meaningless where background) and
+    ``positive (B, P)`` bool.
     """
     B, G, P = iou.shape
-    iou = iou.masked_fill(~valid.unsqueeze(-1), -1.0)  # padding rows never win
     if G == 0:
         return (torch.zeros(B, P, dtype=torch.long, device=iou.device),
                 torch.zeros(B, P, dtype=torch.bool, device=iou.device))
+    if valid is not None:
+        iou = iou.masked_fill(~valid.unsqueeze(-1), -1.0)  # padding rows never win
     # Step 2 first (it is overwritten by step 1): each default box's best object.
     best_iou, matched_idx = iou.max(dim=1)  # (B, P)
     positive = best_iou > iou_threshold
@@ -82,8 +84,8 @@ def match_ious(iou: Tensor, valid: Tensor, iou_threshold: float = 0.5) -> tuple[
     obj_idx = torch.arange(G, device=iou.device).unsqueeze(0).expand(B, G)
     # Objects are written in increasing index, so if two objects share a best default box
     # the later one keeps it (the released code's behaviour). Padding rows are skipped.
-    b, g = batch_idx[valid], obj_idx[valid]
-    p = best_prior[valid]
+    b, g, p = (batch_idx, obj_idx, best_prior) if valid is None else (batch_idx[valid], obj_idx[valid], best_prior[valid])
+    b, g, p = b.reshape(-1), g.reshape(-1), p.reshape(-1)
     matched_idx = matched_idx.index_put((b, p), g)
     positive = positive.index_put((b, p), torch.ones_like(p, dtype=torch.bool))
     return matched_idx, positive
@@ -135,13 +137,9 @@ def _assign(gt_boxes: list[Tensor], gt_labels: list[Tensor], priors_cxcywh: Tens
         positive = torch.zeros(B, P, dtype=torch.bool, device=device)
         for i, b in enumerate(gt_boxes):
             n = b.shape[0]
-            if n:  # the two steps of match_ious for one image, without padding rows
+            if n:  # the same rule, on this image's objects only (no padding rows)
                 iou = pairwise_iou(gt_padded[i, :n], priors_xyxy)  # (G_b, P)
-                best_iou, matched_idx[i] = iou.max(dim=0)
-                torch.gt(best_iou, iou_threshold, out=positive[i])
-                best_prior = iou.argmax(dim=1)  # forced match; a later object wins a shared box
-                matched_idx[i, best_prior] = torch.arange(n, device=device)
-                positive[i, best_prior] = True
+                matched_idx[i], positive[i] = (t[0] for t in match_ious(iou[None], None, iou_threshold))
     else:
         # On a GPU, one IoU call and one matching call for the whole batch.
         iou = pairwise_iou(gt_padded.reshape(-1, 4), priors_xyxy).reshape(B, G, P)

@@ -343,6 +343,13 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: 
 # ---------------------------------------------------------------------------------------------
 
 
+def mean_average_precision(ap: Sequence[float], num_gt: Sequence[int]) -> float:
+    """The mean of the per-class ``ap`` over the classes with ground truth (``num_gt > 0``); the AP of a
+    class without objects is undefined, not 0. NaN when no class has ground truth."""
+    with_gt = np.asarray(num_gt) > 0
+    return float(np.asarray(ap, dtype=np.float64)[with_gt].mean()) if with_gt.any() else float("nan")
+
+
 def evaluate_voc(
     detections: Sequence[Mapping[str, Any]],
     ground_truths: Sequence[Mapping[str, Any]],
@@ -405,9 +412,8 @@ def evaluate_voc(
         ap.append(average_precision(recall[-1], precision[-1], use_07_metric))
 
     with_gt = num_gt > 0
-    mean_ap = float(np.mean(np.asarray(ap)[with_gt])) if with_gt.any() else float("nan")
     return {
-        "mAP": mean_ap,
+        "mAP": mean_average_precision(ap, num_gt),
         "ap": ap,
         "classes_without_gt": [int(label) for label in np.flatnonzero(~with_gt) + 1],
         "precision": precision,

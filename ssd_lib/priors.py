@@ -163,6 +163,14 @@ def default_boxes(cfg: PriorConfig, dtype: torch.dtype = torch.float32, device: 
         per_map.append(boxes.reshape(-1, 4))
     priors = torch.cat(per_map, dim=0)
     if cfg.clip:
-        # Clip in corner form: clamping (cx, cy, w, h) directly would move centres (a classic bug).
-        priors = xyxy_to_cxcywh(cxcywh_to_xyxy(priors).clamp(0.0, 1.0))
+        priors = clip_priors(priors)
     return priors.to(dtype=dtype, device=device)
+
+
+def clip_priors(priors_cxcywh: Tensor) -> Tensor:
+    """Clip default boxes to the image in corner form. ``(P, 4) cxcywh -> (P, 4) cxcywh``.
+
+    Convert to corners, clamp x1, y1, x2, y2 to [0, 1], convert back: a box that sticks out of the
+    image shrinks and its centre moves inwards (what ``PriorConfig(clip=True)`` does). Clamping
+    (cx, cy, w, h) directly would leave boxes sticking out (a classic bug; lesson 11)."""
+    return xyxy_to_cxcywh(cxcywh_to_xyxy(priors_cxcywh).clamp(0.0, 1.0))

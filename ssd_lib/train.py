@@ -36,15 +36,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .augment import SSDAugmentation
 from .data import collate
 from .evaluate import evaluate_model
+from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state, unwrap
 from .files import atomic_write
 from .loss import MultiBoxLoss
 from .matching import match_batch
 from .model import SSD, ModelConfig, build_model
 
-__all__ = [
-    "TrainConfig", "TrainResult", "train", "save_checkpoint", "load_checkpoint", "NonFiniteLossError",
-    "pick_device", "plot_history", "normalized_targets",
-]
+__all__ = ["TrainConfig", "TrainResult", "train", "NonFiniteLossError", "pick_device", "plot_history",
+           "normalized_targets", "check_targets", "lr_factor"]
 
 
 MAX_SKIPPED_STEPS = 10  # consecutive updates skipped for non-finite bf16 gradients before a run stops
@@ -211,7 +210,7 @@ def normalized_targets(targets: list[dict], image_size: tuple[int, int], device:
     return boxes, labels
 
 
-def _check_labels(targets: list[dict], num_classes: int) -> None:
+def check_targets(targets: list[dict], num_classes: int) -> None:
     """Labels are checked on the CPU batch so a wrong dataset fails with a message, not a CUDA assert."""
     for t in targets:
         lab = t["labels"]
@@ -238,106 +237,6 @@ def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
     else:
         raise ValueError(f"schedule must be 'multistep' or 'cosine', got {cfg.schedule!r}")
     return warm * decay
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))  # readers see the old file or the new one, never half
-
-
-def _rng_state() -> dict:
-    # numpy's state is stored as a tensor and plain numbers: weights_only loading rejects numpy arrays.
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, scheduler=None, scaler=None,
-                    epoch: int = 0, step_in_epoch: int = 0, global_step: int = 0, train_config: TrainConfig | None = None,
-                    history: list | None = None, steps_log: list | None = None, extra: dict | None = None) -> Path:
-    """Write everything needed to continue training, atomically (temp file + rename).
-
-    Only tensors and plain Python types are stored, so :func:`load_checkpoint` can read it with
-    ``weights_only=True`` (a checkpoint from a stranger cannot run code).
-    """
-    model = _unwrap(model)
-    if not isinstance(model, SSD) or model.config is None:
-        raise TypeError("save_checkpoint needs an ssd_lib SSD built by build_model (it stores the model config)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = {
-        "format": "ssd_lib.checkpoint/1",
-        "model_config": model.config.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": epoch,
-        "step_in_epoch": step_in_epoch,
-        "global_step": global_step,
-        "train_config": _config_to_dict(train_config) if train_config else None,
-        "rng": _rng_state(),
-        "history": history or [],
-        "steps": steps_log or [],
-        "extra": extra or {},
-    }
-    _atomic_torch_save(ckpt, path)
-    return path
-
-
-def _config_to_dict(cfg: TrainConfig) -> dict:
-    d = asdict(cfg)
-    d["milestones"] = list(d["milestones"])
-    return d
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint safely (``weights_only=True``). Raises ValueError with a one-line reason
-    for a missing, truncated or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist; pass the path of a .pt file written by ssd_lib")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, not a torch file...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {first[:200]} (is the file complete and written by ssd_lib?)") from None
-    if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path} is not an ssd_lib checkpoint (no model_config/model entries)")
-    return ckpt
-
-
-def model_from_checkpoint(path: str | Path, num_classes: int | None = None, map_location="cpu") -> tuple[SSD, dict]:
-    """Rebuild the model stored in a checkpoint. ``num_classes``, when given, must agree."""
-    ckpt = load_checkpoint(path, map_location)
-    cfg = ModelConfig.from_dict(ckpt["model_config"])
-    if num_classes is not None and cfg.num_classes != num_classes:
-        raise ValueError(
-            f"checkpoint {path} was trained for {cfg.num_classes} classes (with background) but this dataset "
-            f"needs {num_classes}; train a new model or pick the matching checkpoint"
-        )
-    model = build_model(cfg)
-    model.load_state_dict(ckpt["model"])
-    return model, ckpt
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
 
 
 # ---------------------------------------------------------------- distributed
@@ -436,7 +335,7 @@ def train(
     if out is not None and is_main:
         out.mkdir(parents=True, exist_ok=True)
 
-    base = _unwrap(model)
+    base = unwrap(model)
     size = base.prior_config.image_size
     model = base.to(device)
     if channels_last:
@@ -477,7 +376,7 @@ def train(
             scaler.load_state_dict(ckpt["scaler"])
         start_epoch, start_step, global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
         history, steps_log = list(ckpt.get("history", [])), list(ckpt.get("steps", []))
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         # Stopped at the last step of an epoch: the loop below has no step left and only closes the epoch.
         epoch_sums = ckpt.get("extra", {}).get("epoch_sums") if start_step else None
 
@@ -531,7 +430,7 @@ def train(
             skipped_steps = 0  # updates skipped for non-finite bf16 gradients in this epoch
             for step_in_epoch in bar:
                 images, targets = next(it)
-                _check_labels(targets, base.num_classes)
+                check_targets(targets, base.num_classes)
                 images = images.to(device, non_blocking=True)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)

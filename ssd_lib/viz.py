@@ -1,6 +1,6 @@
-"""Pictures for the course: images with boxes, default boxes, detections (matplotlib).
+"""Pictures: images with boxes, default boxes, detections, and the trainer's log (matplotlib).
 
-Sits on top of the library: it only draws what the other modules compute.
+It only draws what the other modules compute; the trainer uses it for ``curves.png``.
 
 Usage::
 
@@ -10,16 +10,19 @@ Usage::
 """
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .files import atomic_write
 
 __all__ = ["show_image", "draw_boxes", "draw_box_outlines", "draw_cell_grid", "plot_detections", "CLASS_COLORS",
-           "to_numpy_image"]
+           "to_numpy_image", "read_metrics", "plot_training_log"]
 
 CLASS_COLORS = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#17becf",
                 "#bcbd22", "#7f7f7f"]
@@ -117,4 +120,85 @@ def plot_detections(images: Sequence[Tensor], detections: Sequence[dict], class_
     fig.tight_layout()
     if path is not None:
         atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
+    return fig
+
+
+# ---------------------------------------------------------------- the trainer's log: loss parts and gradient norm
+
+def read_metrics(path: str | Path, kind: str = "step") -> list[dict]:
+    """The records of one kind ('step' or 'epoch') from a trainer's ``metrics.jsonl``, in order.
+
+    A last line cut off by a crash is skipped (the trainer writes one JSON object per line)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; pass the metrics.jsonl written by ssd_lib.train.train(out_dir=...)")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line half-written when the run was killed
+        if record.get("type", "step") == kind:
+            records.append(record)
+    return records
+
+
+def _values(records: Sequence[dict], key: str) -> list[float]:
+    return [float(r[key]) if r.get(key) is not None else float("nan") for r in records]
+
+
+def plot_training_log(log: str | Path | Sequence[dict], title: str | None = None, grad_clip: float | None = None,
+                      axes=None):
+    """Two panels from a training log: the loss and its parts (log scale), and the gradient norm before
+    clipping with its maximum over each logging interval (log scale), the lr on a second axis.
+
+    ``log``: a ``metrics.jsonl`` path (or its folder), or the step records (``TrainResult.steps``).
+    Steps whose loss or gradient norm is not finite are marked with red crosses at the top.
+    ``grad_clip`` draws the clipping threshold. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(log) if isinstance(log, (str, Path)) else [r for r in log if r.get("type", "step") == "step"]
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    else:
+        fig = axes[0].figure
+    x = [r["step"] for r in records]
+    for key, color in (("loss", "black"), ("loc", "tab:blue"), ("conf", "tab:orange")):
+        values = _values(records, key)
+        axes[0].plot(x, [v if math.isfinite(v) else float("nan") for v in values], color=color, label=key)
+    norms = _values(records, "grad_norm")
+    maxima = _values(records, "grad_norm_max")
+    axes[1].plot(x, [v if math.isfinite(v) else float("nan") for v in norms], color="tab:purple",
+                 label="gradient norm (logged step)")
+    if any(math.isfinite(m) and not (math.isfinite(n) and m <= n) for n, m in zip(norms, maxima)):  # log_every > 1
+        axes[1].plot(x, [v if math.isfinite(v) else float("nan") for v in maxima], color="tab:purple", alpha=0.4,
+                     linestyle=":", label="max since the previous log line")
+    if grad_clip:
+        axes[1].axhline(grad_clip, color="tab:red", linestyle="--", label=f"clipping at {grad_clip:g}")
+    bad = [s for s, r in zip(x, records)
+           if any(r.get(key) is not None and not math.isfinite(float(r[key])) for key in ("loss", "grad_norm"))]
+    for ax in axes:
+        if bad:
+            ax.scatter(bad, [1.0] * len(bad), transform=ax.get_xaxis_transform(), marker="x", color="red",
+                       label="non-finite", clip_on=False)
+        plotted = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()] or [np.zeros(0)])
+        if (plotted[np.isfinite(plotted)] > 0).any():
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+    axes[0].set(ylabel="loss per positive", title="Loss and its parts (Eq. 1)")
+    axes[1].set(ylabel="total gradient norm (before clipping)", title="Gradient norm")
+    lrs = _values(records, "lr")
+    if any(math.isfinite(v) for v in lrs):
+        lr_ax = axes[1].twinx()
+        lr_ax.plot(x, lrs, color="tab:green", alpha=0.6, label="learning rate")
+        lr_ax.set_ylabel("learning rate", color="tab:green")
+        lr_ax.legend(loc="lower right", fontsize=8)
+    for ax in axes:
+        ax.legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig

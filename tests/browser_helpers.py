@@ -42,11 +42,11 @@ _PROMPT = re.compile(r"^\[[0-9 *]*\]:$")  # an output's "[3]:" prompt, not part 
 
 
 def widget_notebooks(directory: Path) -> list[Path]:
-    """The ``NN_*.ipynb`` notebooks of ``directory`` whose code shows a widget (ipywidgets or ssd_lib.widgets)."""
+    """The ``NN_*.ipynb`` notebooks of ``directory`` whose code shows a widget (ipywidgets or ssd_lib.course.widgets)."""
     found = []
     for path in sorted(Path(directory).glob("[0-9][0-9]_*.ipynb")):
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        if "ipywidgets" in code or "ssd_lib.widgets" in code or "interact(" in code:
+        if "ipywidgets" in code or "ssd_lib.course.widgets" in code or "interact(" in code:
             found.append(path)
     return found
 

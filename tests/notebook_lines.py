@@ -2,7 +2,7 @@
 and the nbgrader test)."""
 from __future__ import annotations
 
-from ssd_lib.course import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END
+from ssd_lib.course.student import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END
 
 
 def solution_lines(cells) -> tuple[set[str], set[str]]:

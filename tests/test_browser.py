@@ -110,7 +110,7 @@ def test_drawing_changed_needs_new_readable_images():
 def test_the_notebooks_with_a_widget_are_found(tmp_path):
     sources = {"01_plain.ipynb": "import torch\nprint(torch.zeros(2))",
                "02_slider.ipynb": "from ipywidgets import IntSlider, interact",
-               "03_explorer.ipynb": "from ssd_lib.widgets import DetectionExplorer",
+               "03_explorer.ipynb": "from ssd_lib.course.widgets import DetectionExplorer",
                "notes.ipynb": "import ipywidgets"}  # not a lesson (no NN_ prefix)
     for name, source in sources.items():
         nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)]), tmp_path / name)

@@ -1,4 +1,4 @@
-"""Tests for ssd_lib.checks: every checker passes the library's own function and a learner-style
+"""Tests for ssd_lib.course.checks: every checker passes the library's own function and a learner-style
 solution, fails each plausible wrong version (naming the case and giving a targeted hint), and
 reports a learner's exception instead of raising it."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from ssd_lib import checks
+from ssd_lib.course import checks
 from ssd_lib.augment import RandomHorizontalFlip
 from ssd_lib.boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
@@ -423,7 +423,10 @@ def test_check_result_repr_is_short_and_str_is_the_line(capsys):
 
 # ------------------------------------------------------------------ notebook 11: the debugging lab's checkers
 
-from ssd_lib import debugging  # noqa: E402  (kept with the tests of the lab)
+from ssd_lib.course import lab  # noqa: E402  (kept with the tests of the lab)
+from ssd_lib.data import labels_from_names, num_classes_for, sanitize_boxes  # noqa: E402
+from ssd_lib.metrics import mean_average_precision  # noqa: E402
+from ssd_lib.priors import clip_priors  # noqa: E402
 
 
 def lab_clip_priors(priors_cxcywh, corner_form=True, return_corners=False):
@@ -470,11 +473,11 @@ def lab_mean_ap(ap, num_gt, select_by="num_gt"):
 
 
 LAB_LIBRARY = {
-    checks.check_clip_priors: debugging.clip_priors,
-    checks.check_labels_from_names: debugging.labels_from_names,
-    checks.check_num_classes: debugging.num_classes_for,
-    checks.check_sanitize_boxes: debugging.sanitize_boxes,
-    checks.check_mean_average_precision: debugging.mean_average_precision,
+    checks.check_clip_priors: clip_priors,
+    checks.check_labels_from_names: labels_from_names,
+    checks.check_num_classes: num_classes_for,
+    checks.check_sanitize_boxes: sanitize_boxes,
+    checks.check_mean_average_precision: mean_average_precision,
 }
 
 LAB_LEARNER = {
@@ -522,7 +525,7 @@ def test_lab_checkers_report_exceptions(checker):
     test_other_exception_is_reported_with_its_type(checker)
 
 
-@pytest.mark.parametrize("piece", debugging.BROKEN_PIECES, ids=lambda p: p.name)
+@pytest.mark.parametrize("piece", lab.BROKEN_PIECES, ids=lambda p: p.name)
 def test_each_broken_piece_fails_its_checker_and_its_fix_passes(piece, capsys):
     checker = getattr(checks, piece.checker)
     broken = checker(piece.function)

@@ -70,7 +70,7 @@ def runs(tmp_path_factory):
     """The main job on a tiny budget (2 steps of 4 images at 64 pixels, 8 test images), rendering,
     every --help, and the mistakes, all started at once."""
     from ssd_lib.model import ssd_small
-    from ssd_lib.train import save_checkpoint
+    from ssd_lib.checkpoint import save_checkpoint
 
     cwd = tmp_path_factory.mktemp("cli")
     (cwd / "empty").mkdir()
@@ -133,7 +133,7 @@ def test_main_trains_evaluates_and_draws(runs):
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if r["type"] == "step"] == [2]  # the last step of the epoch is logged
 
-    from ssd_lib.train import load_checkpoint
+    from ssd_lib.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(out / "last.pt")
     assert (ckpt["epoch"], ckpt["global_step"]) == (1, 2)

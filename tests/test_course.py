@@ -1,4 +1,4 @@
-"""ssd_lib.course: modes from the environment, student versions (nbgrader's replacement, no
+"""ssd_lib.course (modes, student, grade, assets): modes from the environment, student versions (nbgrader's replacement, no
 leaks, deterministic), the grader (pass, fail with a message, timeout, dead kernel; exercises found
 by identity whatever the student did to the cells: moved, copied, split, deleted, added, edited;
 hidden tests restored; no widget or training while grading), and the course model loader's errors.
@@ -18,11 +18,15 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from ssd_lib import course
-from ssd_lib.course import (
+from ssd_lib.course import assets
+from ssd_lib.course.__main__ import main as course_main
+from ssd_lib.course.assets import load_course_model
+from ssd_lib.course.grade import cli as cli_grade
+from ssd_lib.course.grade import find_teacher_notebook, grade_notebook, teacher_exercises
+from ssd_lib.course.modes import fast_mode, grading_mode
+from ssd_lib.course.student import (
     CODE_STUB, HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, NotebookFormatError, check_student_versions,
-    cli_grade, fast_mode, find_teacher_notebook, generate_student_versions, grade_notebook, grading_mode,
-    load_course_model, make_student_notebook, teacher_exercises,
+    generate_student_versions, make_student_notebook,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +52,11 @@ def _check(source: str, grade_id: str, points: float = 1):
 SETUP = '''\
 import json
 import os
-from ssd_lib.course import FAST, GRADING
+from ssd_lib.course.modes import fast_mode, grading_mode
+FAST, GRADING = fast_mode(), grading_mode()
 
 def run_check(name, fn, args, expected):
-    """Like ssd_lib.checks: print one line, never raise."""
+    """Like ssd_lib.course.checks: print one line, never raise."""
     try:
         got = fn(*args)
     except NotImplementedError:
@@ -136,11 +141,15 @@ def test_modes_read_their_environment_variables(monkeypatch, value, expected):
     assert not fast_mode() and not grading_mode()
 
 
-def test_mode_constants_are_computed_at_import():
-    env = {**os.environ, "SSD_COURSE_FAST": "true", "SSD_COURSE_GRADING": "0", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", "from ssd_lib.course import FAST, GRADING; print(FAST, GRADING)"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "False"]
+def test_modes_are_read_when_called_not_frozen_at_import():
+    """No module-level constant: a variable set after the import is seen by the next call."""
+    code = ("import os\nfrom ssd_lib.course import modes\nfirst = (modes.fast_mode(), modes.grading_mode())\n"
+            "os.environ['SSD_COURSE_FAST'] = '1'\nos.environ['SSD_COURSE_GRADING'] = 'yes'\n"
+            "print(*first, modes.fast_mode(), modes.grading_mode(), hasattr(modes, 'FAST'), hasattr(modes, 'GRADING'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_COURSE_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["False", "False", "True", "True", "False", "False"]
 
 
 # ---------------------------------------------------------------- student versions
@@ -232,9 +241,9 @@ def test_solution_region_outside_a_solution_cell_is_an_error():
 
 def test_student_cli_check_and_write(teacher_dir, tmp_path, capsys):
     args = ["--src", str(teacher_dir), "--dst", str(tmp_path / "student")]
-    assert course.main(["student", "--check", *args]) == 1
+    assert course_main(["student", "--check", *args]) == 1
     assert "stale" in capsys.readouterr().out
-    assert course.main(["student", *args]) == 0
+    assert course_main(["student", *args]) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "ssd_lib.course", "student", "--check", *args], env=env,
                           capture_output=True, text=True)
@@ -537,7 +546,8 @@ def grading_violations(executed) -> list[str]:
 @pytest.mark.slow
 def test_widgets_and_training_do_not_run_while_grading(tmp_path, tripwire):
     cells = [
-        new_code_cell("from ssd_lib.course import GRADING\nfrom ipywidgets import IntSlider, interact\n"
+        new_code_cell("from ssd_lib.course.modes import grading_mode\nGRADING = grading_mode()\n"
+                      "from ipywidgets import IntSlider, interact\n"
                       "from ssd_lib.train import TrainConfig, train\nassert GRADING"),
         new_code_cell("if not GRADING:\n    train(None, None, None, TrainConfig.small_cpu())"),
         new_code_cell("if not GRADING:\n    interact(lambda x: x, x=IntSlider(3))"),
@@ -565,7 +575,7 @@ def lesson1_submission(folder: Path):
     solutions typed in, keeping the imports and the exercise cells only (the student deleted the
     demonstrations: the grader must not care, and it keeps these tests fast). Creates ``folder``."""
     nb = filled_student_version(nbformat.read(TEACHER_01, as_version=4))
-    imports = next(i for i, c in enumerate(nb.cells) if "from ssd_lib.course import FAST, GRADING" in c.source)
+    imports = next(i for i, c in enumerate(nb.cells) if "from ssd_lib.course.modes import fast_mode, grading_mode" in c.source)
     nb.cells = [c for i, c in enumerate(nb.cells) if c.cell_type == "markdown" or i == imports or _meta(c).get("grade_id")]
     folder.mkdir(parents=True, exist_ok=True)
     return nb
@@ -618,7 +628,7 @@ def test_real_lesson_hidden_test_catches_what_check_iou_lets_through():
         exec(check, {"torch": torch, "torchvision": torchvision, "iou": fn})
 
     run(solution["iou"])  # the teacher's solution passes the hidden test too
-    from ssd_lib.checks import check_iou
+    from ssd_lib.course.checks import check_iou
 
     assert check_iou(as_float32)  # the public checker lets it through ...
     with pytest.raises(AssertionError, match="hidden test: float64 boxes gave torch.float32"):  # ... the hidden test not
@@ -752,9 +762,9 @@ def test_truncated_or_foreign_checkpoint_is_a_one_line_value_error(tiny_checkpoi
 @pytest.fixture
 def no_shipped_model(tmp_path, monkeypatch):
     """No shipped model and an empty cache under tmp_path; a fallback model trains in 2 steps (fast mode)."""
-    monkeypatch.setattr(course, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
-    monkeypatch.setattr(course, "CACHE_DIR", tmp_path / "results" / "course_model")
-    monkeypatch.setitem(course.FALLBACK_TRAINING, True, dict(epochs=1, max_steps_per_epoch=2, batch_size=2, warmup_steps=1,
+    monkeypatch.setattr(assets, "ASSET_PATH", tmp_path / "assets" / "ssd_small_shapes.pt")
+    monkeypatch.setattr(assets, "CACHE_DIR", tmp_path / "results" / "course_model")
+    monkeypatch.setitem(assets.FALLBACK_TRAINING, True, dict(epochs=1, max_steps_per_epoch=2, batch_size=2, warmup_steps=1,
                                                              num_workers=0))
     monkeypatch.setenv("SSD_COURSE_FAST", "1")
     return monkeypatch

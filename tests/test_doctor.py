@@ -1,4 +1,4 @@
-"""ssd_lib.doctor: each check passes here and fails (with its fix) when its failure is simulated;
+"""ssd_lib.course.doctor: each check passes here and fails (with its fix) when its failure is simulated;
 the command's exit status follows the failures; notebook 1 starts with the doctor."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ssd_lib import doctor as doc
-from ssd_lib.doctor import Diagnosis, run_checks
+from ssd_lib.course import doctor as doc
+from ssd_lib.course.doctor import Diagnosis, run_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,4 +201,4 @@ def test_command_runs_in_this_environment():
 def test_notebook_1_starts_with_the_doctor():
     cells = nbformat.read(ROOT / "notebooks" / "01_boxes.ipynb", as_version=4).cells
     first_code = next(c for c in cells if c.cell_type == "code")
-    assert "from ssd_lib.doctor import doctor" in first_code.source and "doctor()" in first_code.source
+    assert "from ssd_lib.course.doctor import doctor" in first_code.source and "doctor()" in first_code.source

@@ -23,7 +23,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ssd_lib import course
+from ssd_lib import checkpoint as checkpoint_module
+from ssd_lib.course.assets import load_course_model
 from ssd_lib.data import ShapesDataset, read_image
 from ssd_lib.evaluate import evaluate_model, predict
 from ssd_lib.export import (
@@ -32,7 +33,7 @@ from ssd_lib.export import (
 )
 from ssd_lib.detect import detect
 from ssd_lib.model import ModelConfig, build_model
-from ssd_lib.train import save_checkpoint
+from ssd_lib.checkpoint import save_checkpoint
 
 onnx = pytest.importorskip("onnx", reason=f"the deploy extra is not installed ({DEPLOY_INSTALL})")
 pytest.importorskip("onnxruntime", reason=f"the deploy extra is not installed ({DEPLOY_INSTALL})")
@@ -46,8 +47,8 @@ N_TEST = 48  # test-split images for the detection and mAP comparisons
 
 
 def _model_and_names():
-    if course.ASSET_PATH.is_file():
-        return course.load_course_model()
+    if checkpoint_module.SHIPPED_MODEL.is_file():
+        return load_course_model()
     torch.manual_seed(0)
     model = build_model(ModelConfig.small(len(CLASSES) + 1)).eval()
     with torch.no_grad():  # a fresh network predicts ~0: spread its scores and offsets
@@ -90,7 +91,7 @@ def setup(tmp_path_factory):
     decoded_run = _start_cli("export", "--checkpoint", checkpoint, "--output", "decoded.onnx", "--decode", cwd=folder)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(course, "ASSET_PATH", Path(checkpoint))  # stands in for assets/ssd_small_shapes.pt
+            patch.setattr(checkpoint_module, "SHIPPED_MODEL", Path(checkpoint))  # stands in for assets/ssd_small_shapes.pt
             status, out, err = _main(["export", "--output", folder / "model.onnx", "--int8", "--calibration-size", "8"])
         stdout, stderr = decoded_run.communicate(timeout=600)
     finally:
@@ -328,7 +329,7 @@ def test_cli_detect_onnx_writes_the_same_json_as_pytorch(setup, photographs, tmp
 
 
 def test_cli_detect_defaults_to_the_shipped_model(setup, photographs, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(course, "ASSET_PATH", Path(setup["checkpoint"]))  # stands in for assets/ssd_small_shapes.pt
+    monkeypatch.setattr(checkpoint_module, "SHIPPED_MODEL", Path(setup["checkpoint"]))  # stands in for assets/ssd_small_shapes.pt
     _, files = photographs
     status, out, err = _main(["detect", files[0], "--json", tmp_path / "d.json", "--out", tmp_path / "drawn"], capsys)
     assert status == 0, err
@@ -446,7 +447,7 @@ def _notebook_predict_with(run_network, images, priors_cxcywh, image_size, score
 
 
 def test_check_predict_with_passes_the_library_and_a_learner_and_catches_mistakes(capsys):
-    from ssd_lib.checks import check_predict_with
+    from ssd_lib.course.checks import check_predict_with
 
     assert check_predict_with(predict_with)
     assert check_predict_with(_notebook_predict_with)
@@ -477,7 +478,7 @@ def _learner_same(det_a, det_b, size, box_tol=1e-3, score_tol=1e-4, pair_up=True
 
 
 def test_check_same_detections_passes_pairing_and_catches_unsorted_comparison(capsys):
-    from ssd_lib.checks import check_same_detections
+    from ssd_lib.course.checks import check_same_detections
 
     assert check_same_detections(same_detections)
     assert check_same_detections(_learner_same)

@@ -6,27 +6,27 @@ import json
 
 import pytest
 
-from ssd_lib.model_card import ASSET_PATH, CARD_PATH, evaluate_shipped, sha256
+from ssd_lib.course.model_card import ASSET_PATH, CARD_PATH, evaluate_shipped, sha256
 
 MAX_BYTES = 20 * 1024 * 1024  # the course's limit for a shipped model
 
 
 @pytest.fixture(scope="module")
 def card() -> dict:
-    assert ASSET_PATH.is_file(), f"{ASSET_PATH} is missing: run `python -m ssd_lib main` then `python -m ssd_lib.model_card results/main`"
-    assert CARD_PATH.is_file(), f"{CARD_PATH} is missing: run `python -m ssd_lib.model_card results/main`"
+    assert ASSET_PATH.is_file(), f"{ASSET_PATH} is missing: run `python -m ssd_lib main` then `python -m ssd_lib.course.model_card results/main`"
+    assert CARD_PATH.is_file(), f"{CARD_PATH} is missing: run `python -m ssd_lib.course.model_card results/main`"
     return json.loads(CARD_PATH.read_text())
 
 
 def test_card_describes_this_file(card):
     assert ASSET_PATH.stat().st_size <= MAX_BYTES
-    assert card["sha256"] == sha256(ASSET_PATH), "the model file changed after its card was written; re-run ssd_lib.model_card"
+    assert card["sha256"] == sha256(ASSET_PATH), "the model file changed after its card was written; re-run ssd_lib.course.model_card"
     assert card["size_bytes"] == ASSET_PATH.stat().st_size
 
 
 def test_card_architecture_is_the_shipped_configuration(card):
-    from ssd_lib.model_card import _architecture
-    from ssd_lib.train import model_from_checkpoint
+    from ssd_lib.course.model_card import _architecture
+    from ssd_lib.checkpoint import model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(ASSET_PATH)
     assert card["architecture"] == _architecture(ckpt["model_config"])

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from notebook_lines import solution_lines
-from ssd_lib.course import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, make_student_notebook
+from ssd_lib.course.student import HIDDEN_BEGIN, HIDDEN_END, SOLUTION_BEGIN, SOLUTION_END, make_student_notebook
 
 pytest.importorskip("nbgrader", reason="nbgrader is in the test extra: pip install -e '.[test]'")
 

@@ -22,7 +22,8 @@ import nbformat
 import pytest
 
 from notebook_lines import solution_lines
-from ssd_lib.course import check_student_versions, grade_notebook
+from ssd_lib.course.grade import grade_notebook
+from ssd_lib.course.student import check_student_versions
 
 pytestmark = pytest.mark.notebooks
 
@@ -32,7 +33,7 @@ STUDENT_DIR = NOTEBOOK_DIR / "student"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 NO_NOTEBOOKS = "no course notebooks yet (notebooks/NN_*.ipynb)"
 TIMEOUT_PER_CELL = 300
-# Displays that put a figure into an ipywidgets.Output; use ssd_lib.widgets (explorers, PlotExplorer) instead.
+# Displays that put a figure into an ipywidgets.Output; use ssd_lib.course.widgets (explorers, PlotExplorer) instead.
 OUTPUT_DISPLAYS = re.compile(r"\b(interact|interactive|interact_manual|interactive_output|clear_output)\(|\bOutput\(")
 TIMES_FILE = ROOT / "results" / "notebook_times.json"
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -174,8 +175,8 @@ def test_notebook_has_exercises_unique_grade_ids_and_a_widget(path):
     assert exercises, f"{path.name}: no exercise (a solution cell with nbgrader metadata followed by a check cell)"
 
     code = [c.source for c in cells if c.cell_type == "code"]
-    assert any("ssd_lib.widgets" in src or "widgets.Image" in src for src in code), (
-        f"{path.name}: no widget (`from ssd_lib.widgets import ...`) or interactive figure (an `ipywidgets.Image`)")
+    assert any("ssd_lib.course.widgets" in src or "widgets.Image" in src for src in code), (
+        f"{path.name}: no widget (`from ssd_lib.course.widgets import ...`) or interactive figure (an `ipywidgets.Image`)")
 
 
 @pytest.mark.parametrize("path", PARAMS)
@@ -184,7 +185,7 @@ def test_no_figure_is_shown_through_an_output_widget(path):
     found = [(i, m.group(0)) for i, c in enumerate(cells) if c.cell_type == "code"
              for m in OUTPUT_DISPLAYS.finditer(c.source)]
     assert not found, (f"{path.name}: cells {found} show output through an ipywidgets.Output, which stalls headless "
-                       f"runs (nbclient#312) and piles up figures; use ssd_lib.widgets.PlotExplorer(draw, controls) "
+                       f"runs (nbclient#312) and piles up figures; use ssd_lib.course.widgets.PlotExplorer(draw, controls) "
                        f"or an explorer, or set the .value of one ipywidgets.Image")
 
 

@@ -25,17 +25,8 @@ from torch.utils.data import Dataset
 from ssd_lib.data import ShapesDataset
 from ssd_lib.evaluate import evaluate_model
 from ssd_lib.model import ssd_small
-from ssd_lib.train import (
-    EpochSampler,
-    NonFiniteLossError,
-    SeededAugmented,
-    TrainConfig,
-    load_checkpoint,
-    lr_factor,
-    model_from_checkpoint,
-    save_checkpoint,
-    train,
-)
+from ssd_lib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ssd_lib.train import EpochSampler, NonFiniteLossError, SeededAugmented, TrainConfig, lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 64

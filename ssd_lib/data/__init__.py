@@ -12,7 +12,8 @@ Usage::
     images, targets = next(iter(loader))       # (32, 3, 256, 256), list of 32 dicts
 """
 from .coco import COCODataset
-from .common import clip_boxes, collate, make_target, read_image
+from .common import (clip_boxes, collate, label_map, labels_from_names, make_target, num_classes_for, read_image,
+                     sanitize_boxes)
 from .export import save_image, write_coco, write_voc
 from .shapes import SHAPE_NAMES, ShapesConfig, ShapesDataset, ShapesSample, render_shapes
 from .voc import VOC_CLASSES, VOCDataset, parse_voc_xml
@@ -21,6 +22,7 @@ __all__ = [
     "ShapesDataset", "ShapesConfig", "ShapesSample", "render_shapes", "SHAPE_NAMES",
     "VOCDataset", "VOC_CLASSES", "parse_voc_xml",
     "COCODataset",
-    "collate", "read_image", "make_target", "clip_boxes",
+    "collate", "read_image", "make_target", "clip_boxes", "sanitize_boxes", "label_map", "labels_from_names",
+    "num_classes_for",
     "write_voc", "write_coco", "save_image",
 ]

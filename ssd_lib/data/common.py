@@ -22,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
-__all__ = ["collate", "read_image", "make_target", "clip_boxes", "require_path", "as_int"]
+__all__ = ["collate", "read_image", "make_target", "clip_boxes", "sanitize_boxes", "label_map", "labels_from_names",
+           "num_classes_for", "require_path", "as_int"]
 
 
 def as_int(value, name: str) -> int:
@@ -100,6 +101,37 @@ def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, 
     clipped = clipped.astype(np.float32)  # sides are compared in the returned precision: a 1e-167 px side is 0 in float32
     keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
     return clipped, keep
+
+
+def sanitize_boxes(boxes: Tensor, labels: Tensor, width: float, height: float) -> tuple[Tensor, Tensor]:
+    """Clip pixel xyxy ``boxes (G, 4)`` to the image and drop those without area, with their labels.
+
+    :func:`clip_boxes` on tensors: a box kept has x2 > x1 and y2 > y1 after clipping (torchvision's
+    detection references filter COCO's degenerate boxes the same way). Returns
+    ``(boxes (G', 4), labels (G',))``."""
+    clipped, keep = clip_boxes(boxes.detach().cpu().numpy(), width, height)
+    keep_t = torch.from_numpy(keep)
+    return torch.from_numpy(clipped)[keep_t].to(boxes.dtype), labels[keep_t]
+
+
+def label_map(classes: Sequence[str]) -> dict[str, int]:
+    """Class name -> SSD label: ``classes[k]`` gets k + 1, because label 0 is background."""
+    return {name: k + 1 for k, name in enumerate(classes)}
+
+
+def labels_from_names(names: Sequence[str], classes: Sequence[str]) -> Tensor:
+    """Class names of the objects of one image to SSD labels ``(G,) int64`` (:func:`label_map`).
+    Raises ValueError for a name not in ``classes``."""
+    index = label_map(classes)
+    unknown = [name for name in names if name not in index]
+    if unknown:
+        raise ValueError(f"object class {unknown[0]!r} is not one of the {len(classes)} classes {list(classes)[:6]}...")
+    return torch.tensor([index[name] for name in names], dtype=torch.long)
+
+
+def num_classes_for(classes: Sequence[str]) -> int:
+    """``num_classes`` of the model for these object classes: one more, for background (VOC: 21)."""
+    return len(classes) + 1
 
 
 def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:

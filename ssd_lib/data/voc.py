@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .common import as_int, clip_boxes, make_target, read_image, require_path
+from .common import as_int, clip_boxes, label_map, make_target, read_image, require_path
 
 __all__ = ["VOC_CLASSES", "VOCDataset", "parse_voc_xml"]
 
@@ -137,7 +137,7 @@ class VOCDataset(torch.utils.data.Dataset):
         self.classes: list[str] = list(VOC_CLASSES if classes is None else classes)
         if len(set(self.classes)) != len(self.classes) or not self.classes:
             raise ValueError(f"classes must be a non-empty list of distinct names; got {self.classes}")
-        self.class_to_label = {name: i + 1 for i, name in enumerate(self.classes)}
+        self.class_to_label = label_map(self.classes)
         self.year, self.image_set = year, image_set
         self.keep_difficult, self.transforms = keep_difficult, transforms
 

@@ -14,7 +14,7 @@ such an explorer (instead of ``ipywidgets.interact``, which uses an Output).
 
 Usage::
 
-    from ssd_lib.widgets import DefaultBoxExplorer
+    from ssd_lib.course.widgets import DefaultBoxExplorer
     explorer = DefaultBoxExplorer()              # SSD300's 8732 default boxes
     explorer.display()                           # controls + figure (nothing in grading mode)
     explorer.update(map_index=2, row=4, col=7)   # -> {"boxes_per_cell": 6, "num_boxes": 6, ...}
@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import math
 import operator
-import os
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Optional
@@ -40,12 +39,13 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from .augment import Normalize, Resize, SSDAugmentation, SSDTransform, Step, denormalize, validate_sample
-from .boxes import box_iou, cxcywh_to_xyxy
-from .detect import detect, scale_detections
-from .matching import match_ious
-from .priors import PriorConfig, default_boxes
-from .viz import CLASS_COLORS, draw_box_outlines, draw_boxes, draw_cell_grid, to_numpy_image
+from ssd_lib.augment import Normalize, Resize, SSDAugmentation, SSDTransform, Step, denormalize, validate_sample
+from ssd_lib.boxes import box_iou, cxcywh_to_xyxy
+from ssd_lib.detect import detect, scale_detections
+from ssd_lib.matching import match_ious
+from ssd_lib.priors import PriorConfig, default_boxes
+from ssd_lib.course.modes import grading_mode
+from ssd_lib.viz import CLASS_COLORS, draw_box_outlines, draw_boxes, draw_cell_grid, to_numpy_image
 
 __all__ = ["DefaultBoxExplorer", "MatchingExplorer", "AugmentationExplorer", "DetectionExplorer", "PlotExplorer"]
 
@@ -53,19 +53,9 @@ __all__ = ["DefaultBoxExplorer", "MatchingExplorer", "AugmentationExplorer", "De
 PALETTE = ["#e41a1c", "#ff7f00", "#377eb8", "#4daf4a", "#984ea3", "#a65628", "#f781bf", "#17becf",
            "#bcbd22", "#7f7f7f"]
 _CLASS_RGBA = to_rgba_array(CLASS_COLORS)
-_TRUE = ("1", "true", "yes")  # as ssd_lib.course reads it
 
 
 # ----------------------------------------------------------------------------- shared machinery
-
-
-def _grading_mode() -> bool:
-    """``ssd_lib.course.grading_mode()``, imported lazily; the env var if that module is unavailable."""
-    try:
-        from ssd_lib.course import grading_mode
-    except ImportError:
-        return os.environ.get("SSD_COURSE_GRADING", "").strip().lower() in _TRUE
-    return bool(grading_mode())
 
 
 def _in_kernel() -> bool:
@@ -183,7 +173,7 @@ class _Explorer:
 
     def display(self) -> None:
         """Show the controls and the figure (in a notebook); does nothing in grading mode."""
-        if _grading_mode():
+        if grading_mode():
             return None
         _ipython_display(self.widget)
         return None

@@ -5,12 +5,12 @@
 machine, the date, the training time, and its VOC mAP@0.5 and COCO AP on the built-in test split,
 all measured, plus the mAP on the first ``CARD_SUBSET`` test images, which the test suite
 re-measures so that the card cannot go stale. Notebooks 8-12 and the detection explorer load the
-model with :func:`ssd_lib.course.load_course_model`.
+model with :func:`ssd_lib.course.assets.load_course_model`.
 
 Usage::
 
     python -m ssd_lib main                          # trains, writes results/main/{last.pt, run.json}
-    python -m ssd_lib.model_card results/main       # copies the model to assets/ and writes the card
+    python -m ssd_lib.course.model_card results/main       # copies the model to assets/ and writes the card
 """
 from __future__ import annotations
 
@@ -20,15 +20,13 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+from ssd_lib.checkpoint import class_names_of, model_from_checkpoint, save_weights
+from ssd_lib.files import write_json
 
-from .files import atomic_write, write_json
+from .assets import ASSET_PATH, CARD_PATH, REPO_ROOT
 
 __all__ = ["ASSET_PATH", "CARD_PATH", "CARD_SUBSET", "ship", "evaluate_shipped", "sha256"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ASSET_PATH = REPO_ROOT / "assets" / "ssd_small_shapes.pt"
-CARD_PATH = ASSET_PATH.with_suffix(".json")
 CARD_SUBSET = 100  # test images the suite re-evaluates (tests/test_model_card.py)
 TEST_IMAGES = 500  # the main job's test split
 
@@ -40,9 +38,8 @@ def sha256(path: str | Path) -> str:
 def evaluate_shipped(path: str | Path = ASSET_PATH, limit: int | None = None, coco: bool = False) -> dict:
     """VOC mAP@0.5 (and COCO AP) of the model file at ``path`` on the built-in test split, as the
     main job measures it (images rendered at the model's input size, data seed 0)."""
-    from .data import ShapesDataset
-    from .evaluate import evaluate_model
-    from .train import model_from_checkpoint
+    from ssd_lib.data import ShapesDataset
+    from ssd_lib.evaluate import evaluate_model
 
     model, _ = model_from_checkpoint(path)
     model.eval()
@@ -52,8 +49,8 @@ def evaluate_shipped(path: str | Path = ASSET_PATH, limit: int | None = None, co
 
 def _architecture(model_config: dict) -> str:
     """One line: the ModelConfig call, the input size, the source maps and the number of default boxes."""
-    from .model import ModelConfig
-    from .priors import default_boxes
+    from ssd_lib.model import ModelConfig
+    from ssd_lib.priors import default_boxes
 
     config = ModelConfig.from_dict(model_config)
     options = "".join(f", {k}={v!r}" for k, v in sorted(config.backbone_kwargs.items()))
@@ -65,21 +62,14 @@ def _architecture(model_config: dict) -> str:
 def ship(run_dir: str | Path, asset_path: str | Path = ASSET_PATH) -> dict:
     """Copy the model of a main-job run (``run_dir/last.pt`` + ``run.json``) to ``asset_path`` without
     its optimiser state, re-measure it from that file, and write the card beside it."""
-    from .train import load_checkpoint
-
     run_dir, asset_path = Path(run_dir), Path(asset_path)
     record_path = run_dir / "run.json"
     if not record_path.is_file():
         raise FileNotFoundError(f"{record_path} not found: run `python -m ssd_lib main --out {run_dir}` first")
     record = json.loads(record_path.read_text())
-    ckpt = load_checkpoint(run_dir / "last.pt")
-    slim = {"format": ckpt.get("format", "ssd_lib.checkpoint/1"), "model_config": ckpt["model_config"],
-            "model": ckpt["model"], "extra": {"class_names": list(ckpt.get("extra", {}).get("class_names") or [])}}
-    if not slim["extra"]["class_names"]:
-        from .data import ShapesDataset
-
-        slim["extra"]["class_names"] = list(ShapesDataset.classes)
-    atomic_write(asset_path, lambda tmp: torch.save(slim, tmp))
+    model, ckpt = model_from_checkpoint(run_dir / "last.pt")
+    class_names = class_names_of(ckpt, model.num_classes)
+    save_weights(asset_path, model, class_names)  # without the optimiser state
     full = evaluate_shipped(asset_path, coco=True)
     subset = evaluate_shipped(asset_path, limit=CARD_SUBSET)
     card = {
@@ -88,7 +78,7 @@ def ship(run_dir: str | Path, asset_path: str | Path = ASSET_PATH) -> dict:
         "size_bytes": asset_path.stat().st_size,
         "architecture": _architecture(ckpt["model_config"]),
         "parameters": sum(t.numel() for k, t in ckpt["model"].items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))),
-        "classes": slim["extra"]["class_names"],
+        "classes": class_names,
         "trained_by": record["command"],
         "train_config": record.get("train_config"),
         "steps": record.get("steps"),
@@ -101,14 +91,14 @@ def ship(run_dir: str | Path, asset_path: str | Path = ASSET_PATH) -> dict:
                        "coco": {k: round(float(v), 4) for k, v in full["coco"].items() if isinstance(v, (int, float))}},
         "card_check": {"images": CARD_SUBSET, "voc_mAP50": round(float(subset["mAP"]), 4), "tolerance": 0.005,
                        "note": "tests/test_model_card.py re-measures this on the first images of the test split"},
-        "written_by": f"python -m ssd_lib.model_card {run_dir}",
+        "written_by": f"python -m ssd_lib.course.model_card {run_dir}",
     }
     write_json(asset_path.with_suffix(".json"), card)
     return card
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ssd_lib.model_card", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ssd_lib.course.model_card", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a folder written by `python -m ssd_lib main` (last.pt, run.json)")
     parser.add_argument("--output", default=str(ASSET_PATH), help=f"where the model goes (default {ASSET_PATH.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)

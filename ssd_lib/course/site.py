@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .course import NOTEBOOK_GLOB, REPO_ROOT
-from .files import write_text
+from ssd_lib.files import write_text
+
+from .assets import NOTEBOOK_DIR, NOTEBOOK_GLOB, REPO_ROOT
+from .modes import mode_environment
 
 __all__ = ["DEFAULT_OUT", "find_notebooks", "execute_notebook", "notebook_html", "build_site", "main"]
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 DEFAULT_OUT = REPO_ROOT / "results" / "course_html"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -122,8 +123,7 @@ def find_notebooks(names: Optional[list[str]] = None, notebook_dir: Path = NOTEB
 
 def _kernel_env(fast: bool) -> dict[str, str]:
     """Fast or full mode, widgets shown (not grading), ssd_lib importable from the repository."""
-    env = dict(os.environ, SSD_COURSE_FAST="1" if fast else "0")
-    env.pop("SSD_COURSE_GRADING", None)
+    env = dict(os.environ, **mode_environment(fast=fast, grading=False))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
@@ -297,6 +297,7 @@ def build_site(notebooks: list[Path], out_dir: Path = DEFAULT_OUT, fast: bool = 
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "python -m ssd_lib html") -> int:
+    """Run the course notebooks headless and write them as a static HTML site."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Run the course's teacher notebooks headless and write them as a static HTML site "
                                "(figures and the widgets' last state, no kernel needed), with index.html.")

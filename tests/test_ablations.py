@@ -1,4 +1,4 @@
-"""Tests for ssd_lib.experiments: each ablation variant differs from the full model only as its
+"""Tests for ssd_lib.course.ablations: each ablation variant differs from the full model only as its
 name says, the size-stratified mAP follows its rule on hand-made cases, and a tiny run of the
 command line writes a well-formed JSON file."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssd_lib import experiments as ex
+from ssd_lib.course import ablations as ex
 from ssd_lib.augment import MinIoURandomCrop, PhotometricDistort, RandomHorizontalFlip, SSDAugmentation, ZoomOut
 from ssd_lib.metrics import evaluate_voc
 from ssd_lib.model import count_parameters
@@ -153,8 +153,8 @@ def test_runner_writes_well_formed_json(tmp_path, capsys):
     assert ex.main(argv) == 0
     text = out.read_text()
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"strict JSON has no {c}"))
-    assert data["command"] == "python -m ssd_lib.experiments " + " ".join(argv)
-    assert {"cpu", "cores", "torch"} <= set(data["machine"]) and data["machine"]["torch"] == torch.__version__
+    assert data["command"] == "python -m ssd_lib.course.ablations " + " ".join(argv)
+    assert {"cpu_model", "cpu_cores", "torch"} <= set(data["machine"]) and data["machine"]["torch"] == torch.__version__
     assert data["date"][:4].isdigit() and data["complete"] is True
     assert [(r["variant"], r["seed"]) for r in data["runs"]] == [("full", 0), ("single_map", 0), ("non_atrous", 0)]
     for r in data["runs"][:2]:
@@ -204,7 +204,7 @@ def _learner_compare(baseline, variant, ddof=1, use_abs=True, reverse=False, per
 
 
 def test_check_compare_runs_passes_the_library_and_a_learner_solution():
-    from ssd_lib.checks import check_compare_runs
+    from ssd_lib.course.checks import check_compare_runs
 
     assert check_compare_runs(ex.compare_runs).passed
     assert check_compare_runs(_learner_compare).passed
@@ -219,7 +219,7 @@ def test_check_compare_runs_passes_the_library_and_a_learner_solution():
 def test_check_compare_runs_fails_plausible_wrong_versions(kwargs, hint):
     import functools
 
-    from ssd_lib.checks import check_compare_runs
+    from ssd_lib.course.checks import check_compare_runs
 
     result = check_compare_runs(functools.partial(_learner_compare, **kwargs))
     assert not result.passed
@@ -228,7 +228,7 @@ def test_check_compare_runs_fails_plausible_wrong_versions(kwargs, hint):
 
 
 def test_check_compare_runs_reports_not_implemented():
-    from ssd_lib.checks import check_compare_runs
+    from ssd_lib.course.checks import check_compare_runs
 
     def compare_runs(baseline, variant):
         raise NotImplementedError

@@ -10,7 +10,7 @@ a results folder that cannot be written. Each check is a plain function returnin
 Usage::
 
     python -m ssd_lib doctor                   # every line; exit status 1 when a check fails
-    from ssd_lib.doctor import doctor
+    from ssd_lib.course.doctor import doctor
     environment = doctor()                     # in a notebook: a summary and the lines that need you
 """
 from __future__ import annotations
@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .assets import REPO_ROOT
+
 __all__ = ["Diagnosis", "DoctorReport", "MIN_PYTHON", "CHECKS", "check_python", "check_torch", "check_widget_versions",
            "check_widget_extension", "check_matplotlib", "check_gpu", "check_results_folder", "run_checks", "doctor",
            "main"]
 
 MIN_PYTHON = (3, 11)
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"  # where the course caches models and writes figures
+RESULTS_DIR = REPO_ROOT / "results"  # where the course caches models and writes figures
 WIDGET_MANAGER = "@jupyter-widgets/jupyterlab-manager"  # the JupyterLab front end of ipywidgets
 # Major versions that work together (ipywidgets' release notes): ipywidgets -> jupyterlab_widgets
 # (the Python package shipping the front end) -> the labextension's own version.
@@ -296,7 +298,9 @@ def doctor(verbose: bool = False, file=None) -> DoctorReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ssd_lib doctor [--results DIR]``: exit status 0 when every check passes, else 1."""
+    """Check that this environment can run the course, with the fixes.
+
+    ``python -m ssd_lib doctor [--results DIR]``: exit status 0 when every check passes, else 1."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ssd_lib doctor",

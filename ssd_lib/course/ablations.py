@@ -10,8 +10,8 @@ measures it on SSD300's own base network (forward images/s on the CPU, equal 300
 
 Usage::
 
-    python -m ssd_lib.experiments --variants full square_only --seeds 0 1 2 --steps 300 --out assets/ablations.json
-    from ssd_lib.experiments import VARIANTS, build_variant_model, run_ablations
+    python -m ssd_lib.course.ablations --variants full square_only --seeds 0 1 2 --steps 300 --out assets/ablations.json
+    from ssd_lib.course.ablations import VARIANTS, build_variant_model, run_ablations
     model = build_variant_model("single_map", num_classes=7)      # one 8x8 source map
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -34,14 +33,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from .files import write_text
-from .machine import cpu_model, load_average
-from .model import SSD, ModelConfig, SmallBackbone, VGG16Backbone, build_model, count_parameters
+from ssd_lib.files import write_text
+from ssd_lib.machine import machine_info
+from ssd_lib.model import SSD, ModelConfig, SmallBackbone, VGG16Backbone, build_model, count_parameters
 
 __all__ = [
     "Variant", "VARIANTS", "TRAINED_VARIANTS", "SIZE_BINS", "Settings", "variant_model_config", "build_variant_model",
     "box_size", "size_stratified_map", "vgg_fc_networks", "vgg_fc_speed", "run_one", "run_ablations",
-    "machine_info", "summarize", "compare_runs", "conv_macs", "object_sizes", "main",
+    "summarize", "compare_runs", "conv_macs", "object_sizes", "main",
 ]
 
 # Object size = sqrt(box area / image area), the side of the object as a fraction of the image
@@ -181,7 +180,7 @@ def size_stratified_map(detections: Sequence[dict], ground_truths: Sequence[dict
     detections). Returns ``{bin: {"mAP": float (NaN if no object), "num_objects": int}}``.
     A loop over images, not hot: one box_iou per image.
     """
-    from .metrics import evaluate_voc
+    from ssd_lib.metrics import evaluate_voc
 
     out = {}
     for name, (lo, hi) in bins.items():
@@ -289,7 +288,7 @@ def object_sizes(dataset, n: int = 200, augment: dict | None = None, seed: int =
     """Sizes sqrt(box area / image area) of the objects of the first ``n`` images of ``dataset``,
     as the network sees them: after ``SSDAugmentation(**augment)`` when ``augment`` is given (one
     seeded draw per image), else as rendered. A loop over images: a diagnostic, not hot."""
-    from .augment import SSDAugmentation
+    from ssd_lib.augment import SSDAugmentation
 
     aug = SSDAugmentation(size=dataset.image_size, **augment) if augment is not None else None
     sizes = []
@@ -320,7 +319,7 @@ class Settings:
 @torch.no_grad()
 def _inference_speed(model: SSD, images: list[Tensor], batch_size: int = 32) -> float:
     """Images/s of ``predict`` (resize, normalise, forward, decode + NMS), one warm-up batch first."""
-    from .evaluate import predict
+    from ssd_lib.evaluate import predict
 
     predict(model, images[:batch_size])
     t0 = time.perf_counter()
@@ -342,9 +341,9 @@ def run_one(variant: str, seed: int, settings: Settings = Settings(), log: Calla
                 "slowdown_non_atrous": speed["atrous"]["images_per_s"] / speed["non_atrous"]["images_per_s"] - 1,
                 "wall_s": time.perf_counter() - t_start}
 
-    from .data import ShapesDataset
-    from .evaluate import evaluate_model
-    from .train import TrainConfig, train
+    from ssd_lib.data import ShapesDataset
+    from ssd_lib.evaluate import evaluate_model
+    from ssd_lib.train import TrainConfig, train
 
     train_ds = ShapesDataset("train", size=settings.steps * settings.batch_size, seed=settings.data_seed,
                              image_size=settings.image_size)
@@ -393,13 +392,6 @@ def _describe_variant(name: str, num_classes: int, image_size: int) -> dict:
 
 # ---------------------------------------------------------------- the study
 
-def machine_info() -> dict:
-    """CPU model, cores, load, torch and Python versions of this machine (stored with the study)."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_at_start": list(load_average()),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "gpu": None}
-
-
 def _plain(value):
     """NaN and infinity become None: strict JSON has no NaN (an AP with no object to find is undefined)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -430,15 +422,15 @@ def run_ablations(variants: Sequence[str], seeds: Sequence[int], settings: Setti
     for name in variants:
         _variant(name)
     out = Path(out)
-    from .data import ShapesConfig
+    from ssd_lib.data import ShapesConfig
 
     num_classes = len(ShapesConfig().classes) + 1
     planned = [(v, s) for s in seeds for v in variants]  # seed-major: a partial study has whole seeds first
     data = {
         "format": "ssd_lib.ablations/1",
-        "command": command or f"python -m ssd_lib.experiments --variants {' '.join(variants)} --seeds "
+        "command": command or f"python -m ssd_lib.course.ablations --variants {' '.join(variants)} --seeds "
                               f"{' '.join(map(str, seeds))} --steps {settings.steps} --out {out}",
-        "machine": machine_info(),
+        "machine": machine_info(torch.device("cpu")),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": asdict(settings),
         "size_bins": {k: [lo, None if math.isinf(hi) else hi] for k, (lo, hi) in SIZE_BINS.items()},
@@ -525,7 +517,7 @@ def compare_runs(baseline: Sequence[float], variant: Sequence[float], k: float =
 # ---------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ssd_lib.experiments",
+    p = argparse.ArgumentParser(prog="python -m ssd_lib.course.ablations",
                                 description="Re-run the SSD paper's ablations on the small model and the built-in data.")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
                    help="which variants (default: all)")
@@ -554,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(image_size=args.image_size, steps=args.steps, batch_size=args.batch_size,
                         test_images=args.test_images, data_seed=args.data_seed, vgg_image_size=args.vgg_image_size,
                         vgg_repeats=args.vgg_repeats, threads=threads)
-    command = "python -m ssd_lib.experiments " + shlex.join(argv)
+    command = "python -m ssd_lib.course.ablations " + shlex.join(argv)
     try:
         data = run_ablations(args.variants, args.seeds, settings, args.out, jobs=args.jobs, command=command,
                              resume=args.resume, log=lambda s: print(s, flush=True))

@@ -1,4 +1,4 @@
-"""Tests for ssd_lib.course_html: the static HTML site of the course (``python -m ssd_lib html``).
+"""Tests for ssd_lib.course.site: the static HTML site of the course (``python -m ssd_lib html``).
 
 The slow test builds one widget notebook in fast mode (about 25 s on two shared cores) and checks that
 its page embeds the widget state, with the explorer's last PNG, and shows that PNG without JavaScript.
@@ -12,8 +12,8 @@ import re
 import nbformat
 import pytest
 
-from ssd_lib import course_html
-from ssd_lib.course_html import HTMLBuildError, add_static_widget_figures, build_site, find_notebooks
+from ssd_lib.course import site as course_html
+from ssd_lib.course.site import HTMLBuildError, add_static_widget_figures, build_site, find_notebooks
 
 WIDGET_NOTEBOOK = "03_matching"  # a MatchingExplorer: sliders and one Image widget
 STATE_SCRIPT = re.compile(r'<script type="application/vnd\.jupyter\.widget-state\+json">\s*(.*?)\s*</script>', re.S)

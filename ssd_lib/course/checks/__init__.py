@@ -11,7 +11,7 @@ result and that the learner's function leaves its inputs unchanged.
 
 Usage (the check cell after an exercise)::
 
-    from ssd_lib.checks import check_iou
+    from ssd_lib.course.checks import check_iou
     assert check_iou(iou)      # prints the pass line, or the first failing case with a hint
 """
 from __future__ import annotations
@@ -29,13 +29,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou, nms
 
-from .augment import RandomHorizontalFlip
-from .boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
-from .loss import MultiBoxLoss, hard_negative_mask
-from .matching import match
-from .metrics import average_precision
-from .priors import PriorConfig, default_boxes, paper_scales
-from .train import TrainConfig, lr_factor
+from ssd_lib.augment import RandomHorizontalFlip
+from ssd_lib.boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
+from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
+from ssd_lib.matching import match
+from ssd_lib.metrics import average_precision
+from ssd_lib.priors import PriorConfig, default_boxes, paper_scales
+from ssd_lib.train import TrainConfig, lr_factor
 
 __all__ = [
     "CheckResult",
@@ -1022,7 +1022,7 @@ _NOISE_RULE = ("difference = mean(variant) - mean(baseline); noise = 2 * sqrt(s_
 
 
 def _compare_runs_reference(baseline: list, variant: list) -> tuple:
-    from .experiments import compare_runs
+    from ssd_lib.course.ablations import compare_runs
 
     return compare_runs(baseline, variant)
 
@@ -1050,7 +1050,7 @@ def _random_runs(seed: int) -> tuple:
 
 def check_compare_runs(fn: Callable) -> CheckResult:
     """Check ``compare_runs(baseline, variant) -> (difference, noise, within_noise)`` (one metric value
-    per seed on each side) against ``ssd_lib.experiments.compare_runs`` with k = 2."""
+    per seed on each side) against ``ssd_lib.course.ablations.compare_runs`` with k = 2."""
     cases = [
         _Case("variant clearly worse (difference far beyond the spread)", ([0.50, 0.52, 0.51], [0.40, 0.41, 0.39]),
               _NOISE_RULE),
@@ -1132,7 +1132,7 @@ class _Detections(dict):
 def _checker_network(num_classes: int = 4, image_size: int = 64, seed: int = 0):
     """A small SSD with seeded random weights, run like an ONNX Runtime session: numpy float32
     ``(B, 3, S, S)`` in, numpy ``(loc, logits)`` out. Returns ``(run_network, priors_cxcywh)``."""
-    from .model import ssd_small
+    from ssd_lib.model import ssd_small
 
     with torch.random.fork_rng(devices=[]):  # leave the learner's random state alone
         torch.manual_seed(seed)
@@ -1160,7 +1160,7 @@ def _checker_network(num_classes: int = 4, image_size: int = 64, seed: int = 0):
 
 def _checker_images(sizes: Sequence[tuple[int, int]], seed: int) -> _ImageList:
     """Rendered shapes images (so that the network sees structure), resized to each (height, width)."""
-    from .data import ShapesDataset
+    from ssd_lib.data import ShapesDataset
 
     dataset = ShapesDataset("test", size=len(sizes), seed=seed, image_size=96)
     return _ImageList(F.interpolate(dataset[i][0][None], size=size, mode="bilinear", align_corners=False)[0].clamp(0, 1)
@@ -1169,14 +1169,14 @@ def _checker_images(sizes: Sequence[tuple[int, int]], seed: int) -> _ImageList:
 
 def _predict_reference(run_network: Callable, images: list, priors_cxcywh: Tensor, image_size: int,
                        score_threshold: float = 0.01) -> list:
-    from .export import predict_with
+    from ssd_lib.export import predict_with
 
     return predict_with(run_network, images, priors_cxcywh, image_size, score_threshold)
 
 
 def _diagnose_predict(expected: dict, got: dict, size: tuple[int, int]) -> Optional[str]:
     """A hint from how the learner's detections differ; None: the case's own hint."""
-    from .export import match_detections
+    from ssd_lib.export import match_detections
 
     height, width = size
     if not len(got["scores"]) or not len(expected["scores"]):
@@ -1204,7 +1204,7 @@ def check_predict_with(fn: Callable) -> CheckResult:
     {"boxes" (D, 4) pixel xyxy, "scores", "labels"}`` against :func:`ssd_lib.export.predict_with`, with a
     seeded random small SSD run like an ONNX Runtime session (numpy in, numpy out) and rendered
     images of several sizes. Detections are compared as :func:`ssd_lib.export.same_detections` does."""
-    from .export import same_detections
+    from ssd_lib.export import same_detections
 
     run_network, priors = _checker_network()
     cases = [
@@ -1251,7 +1251,7 @@ def _dets(rows: list, size: tuple[int, int] = (1.0, 1.0)) -> _Detections:
 
 
 def _same_reference(det_a: dict, det_b: dict, size: tuple, box_tol: float = 1e-3, score_tol: float = 1e-4) -> bool:
-    from .export import same_detections
+    from ssd_lib.export import same_detections
 
     return same_detections(det_a, det_b, size, box_tol, score_tol)
 
@@ -1310,7 +1310,7 @@ def check_same_detections(fn: Callable) -> CheckResult:
 # ---------------------------------------------------------------------------------------------
 # Notebook 11: debugging. The lab's fixed pieces that have no checker above (its decode, smooth L1,
 # hard negative mining and lr schedule exercises use check_decode, check_smooth_l1,
-# check_hard_negative_mining and check_lr_schedule); references in ssd_lib.debugging.
+# check_hard_negative_mining and check_lr_schedule); references are the library's own functions.
 # ---------------------------------------------------------------------------------------------
 
 _CLIP = ("clip in corner form: convert (cx, cy, w, h) to corners (x1, y1, x2, y2), clamp each corner to [0, 1], "
@@ -1318,7 +1318,7 @@ _CLIP = ("clip in corner form: convert (cx, cy, w, h) to corners (x1, y1, x2, y2
 
 
 def _clip_priors_reference(priors_cxcywh: Tensor) -> Tensor:
-    from .debugging import clip_priors
+    from ssd_lib.priors import clip_priors
 
     return clip_priors(priors_cxcywh)
 
@@ -1334,7 +1334,7 @@ def _diagnose_clip(expected: Tensor, got: Tensor, priors: Tensor) -> str:
 
 def check_clip_priors(fn: Callable) -> CheckResult:
     """Check ``clip_priors(priors_cxcywh (P, 4)) -> (P, 4) cxcywh`` (clipped to the image in corner form)
-    against :func:`ssd_lib.debugging.clip_priors`."""
+    against :func:`ssd_lib.priors.clip_priors`."""
     g = torch.Generator().manual_seed(0)
     random_priors = torch.cat((torch.rand(20, 2, generator=g), 0.05 + torch.rand(20, 2, generator=g) * 0.6), dim=1)
     cases = [
@@ -1361,7 +1361,7 @@ _LABELS = ("label 0 is background, so the object classes start at 1: classes[k] 
 
 
 def _labels_reference(names: list, classes: list) -> Tensor:
-    from .debugging import labels_from_names
+    from ssd_lib.data import labels_from_names
 
     return labels_from_names(names, classes)
 
@@ -1374,8 +1374,8 @@ def _diagnose_labels_from_names(expected: Tensor, got: Tensor) -> str:
 
 def check_labels_from_names(fn: Callable) -> CheckResult:
     """Check ``labels_from_names(names: list[str], classes: list[str]) -> (G,) int64`` (SSD labels 1..C, 0 being
-    background) against :func:`ssd_lib.debugging.labels_from_names`."""
-    from .data import SHAPE_NAMES, VOC_CLASSES
+    background) against :func:`ssd_lib.data.labels_from_names`."""
+    from ssd_lib.data import SHAPE_NAMES, VOC_CLASSES
 
     shapes, voc = list(SHAPE_NAMES), list(VOC_CLASSES)
     rng = random.Random(0)
@@ -1396,15 +1396,15 @@ def check_labels_from_names(fn: Callable) -> CheckResult:
 
 
 def _num_classes_reference(classes: list) -> int:
-    from .debugging import num_classes_for
+    from ssd_lib.data import num_classes_for
 
     return num_classes_for(classes)
 
 
 def check_num_classes(fn: Callable) -> CheckResult:
     """Check ``num_classes_for(classes: list[str]) -> int`` (the model's C, background included) against
-    :func:`ssd_lib.debugging.num_classes_for`."""
-    from .data import SHAPE_NAMES, VOC_CLASSES
+    :func:`ssd_lib.data.num_classes_for`."""
+    from ssd_lib.data import SHAPE_NAMES, VOC_CLASSES
 
     hint = "num_classes counts background too: the logits need one column per object class plus one for class 0"
     cases = [
@@ -1426,7 +1426,7 @@ _SANITIZE = ("clip x to [0, width] and y to [0, height], then keep only the boxe
 
 
 def _sanitize_reference(boxes: Tensor, labels: Tensor, width: float, height: float) -> tuple[Tensor, Tensor]:
-    from .debugging import sanitize_boxes
+    from ssd_lib.data import sanitize_boxes
 
     return sanitize_boxes(boxes, labels, width, height)
 
@@ -1446,7 +1446,7 @@ def _diagnose_sanitize(expected_boxes: Tensor, got_boxes: Tensor) -> str:
 
 def check_sanitize_boxes(fn: Callable) -> CheckResult:
     """Check ``sanitize_boxes(boxes (G, 4) pixel xyxy, labels (G,), width, height) -> (boxes (G', 4), labels (G',))``
-    against :func:`ssd_lib.debugging.sanitize_boxes` (clip to the image, drop boxes without area)."""
+    against :func:`ssd_lib.data.sanitize_boxes` (clip to the image, drop boxes without area)."""
     g = torch.Generator().manual_seed(0)
     long = torch.long
     corner = torch.rand(10, 2, generator=g) * _t([90.0, 70.0]) - _t([13.0, 11.0])  # some outside the 64 x 48 image
@@ -1485,7 +1485,7 @@ _MEAN_AP = ("mAP is the mean of the AP over the classes that have ground truth (
 
 
 def _mean_ap_reference(ap: list, num_gt: list) -> float:
-    from .debugging import mean_average_precision
+    from ssd_lib.metrics import mean_average_precision
 
     return mean_average_precision(ap, num_gt)
 
@@ -1501,7 +1501,7 @@ def _diagnose_mean_ap(value: float, args: tuple) -> Optional[str]:
 
 def check_mean_average_precision(fn: Callable) -> CheckResult:
     """Check ``mean_average_precision(ap: list[float], num_gt: list[int]) -> float`` against
-    :func:`ssd_lib.debugging.mean_average_precision` (classes without ground truth left out; NaN if none has)."""
+    :func:`ssd_lib.metrics.mean_average_precision` (classes without ground truth left out; NaN if none has)."""
     nan = float("nan")
     rng = np.random.default_rng(0)
     num_gt = [int(n) for n in rng.integers(0, 4, 10)]

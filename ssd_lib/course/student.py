@@ -1,0 +1,229 @@
+"""Student versions of the teacher notebooks, in nbgrader's format.
+
+Exercises are written the nbgrader way: a solution cell with ``### BEGIN SOLUTION`` / ``### END
+SOLUTION`` and, right after it, a check cell (nbgrader metadata ``grade: true``, a ``grade_id`` and
+``points``), whose ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` region students never see.
+:func:`generate_student_versions` writes ``notebooks/student/`` as ``nbgrader generate_assignment``
+would: each solution region becomes nbgrader's own stub (``# YOUR CODE HERE`` /
+``raise NotImplementedError()``), hidden tests are removed and outputs cleared.
+
+Usage::
+
+    python -m ssd_lib.course student [--check]     # write / verify notebooks/student/
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+from ssd_lib.files import write_text
+
+from .assets import NOTEBOOK_DIR, NOTEBOOK_GLOB, short_path
+
+__all__ = [
+    "SOLUTION_BEGIN", "SOLUTION_END", "HIDDEN_BEGIN", "HIDDEN_END", "CODE_STUB", "TEXT_STUB",
+    "NotebookFormatError", "make_student_notebook", "generate_student_versions", "check_student_versions",
+    "read_notebook", "first_line", "nbgrader_metadata", "cell_source", "replace_regions", "main",
+]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's default code stub
+TEXT_STUB = "YOUR ANSWER HERE"  # nbgrader's default text stub
+# Output-like metadata dropped from the student version (nbconvert's ClearOutput drops the first two).
+_CELL_METADATA_TO_DROP = ("collapsed", "scrolled", "execution")
+_NOTEBOOK_METADATA_TO_DROP = ("celltoolbar", "widgets")  # nbgrader drops celltoolbar; widgets = saved widget state
+
+
+class NotebookFormatError(ValueError):
+    """A teacher notebook whose exercise markers or metadata cannot be turned into a student version."""
+
+
+def nbgrader_metadata(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def _describe_cell(name: str, index: int, cell) -> str:
+    grade_id = nbgrader_metadata(cell).get("grade_id")
+    return f"{name}, cell {index}" + (f" (grade_id {grade_id!r})" if grade_id else "")
+
+
+def cell_source(cell) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def replace_regions(source: str, begin: str, end: str, stub: str | None, where: str) -> tuple[str, bool]:
+    """Replace each ``begin``..``end`` region (marker lines included) by ``stub`` indented like the
+    begin line, or drop it when ``stub`` is None. Returns (new source, whether a region was found).
+    A marker that is misspelt, nested or unterminated is an error: it would leak the solution."""
+    begin_word, end_word = begin.lstrip("# "), end.lstrip("# ")
+    out: list[str] = []
+    inside, found = False, False
+    for number, line in enumerate(source.split("\n"), start=1):
+        stripped = line.strip()
+        if begin_word in line:
+            if stripped != begin:
+                raise NotebookFormatError(f"{where}, line {number}: write the marker exactly as {begin!r} on its own line, not {stripped!r}")
+            if inside:
+                raise NotebookFormatError(f"{where}, line {number}: {begin!r} inside another region; close the first with {end!r}")
+            inside, found = True, True
+            if stub is not None:
+                indent = line[: line.index(begin)]
+                out.extend(indent + stub_line for stub_line in stub.split("\n"))
+        elif end_word in line:
+            if stripped != end:
+                raise NotebookFormatError(f"{where}, line {number}: write the marker exactly as {end!r} on its own line, not {stripped!r}")
+            if not inside:
+                raise NotebookFormatError(f"{where}, line {number}: {end!r} without a {begin!r} before it")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise NotebookFormatError(f"{where}: {begin!r} is never closed; add a {end!r} line")
+    return "\n".join(out), found
+
+
+def make_student_notebook(nb, name: str = "notebook"):
+    """The student version of a teacher notebook (a new NotebookNode; ``nb`` is not changed).
+
+    As ``nbgrader generate_assignment`` does: each ``### BEGIN SOLUTION`` .. ``### END SOLUTION``
+    region becomes ``# YOUR CODE HERE`` / ``raise NotImplementedError()`` (indented like the BEGIN
+    line; "YOUR ANSWER HERE" in markdown), a solution cell without markers is replaced whole,
+    ``### BEGIN HIDDEN TESTS`` .. ``### END HIDDEN TESTS`` regions are removed, outputs and
+    execution counts are cleared, and the nbgrader metadata is kept. ``name`` appears in errors.
+    """
+    import nbformat
+
+    student = nbformat.from_dict(copy.deepcopy(dict(nb)))
+    for key in _NOTEBOOK_METADATA_TO_DROP:
+        student.metadata.pop(key, None)
+    for index, cell in enumerate(student.cells):
+        where = _describe_cell(name, index, cell)
+        meta = nbgrader_metadata(cell)
+        source = cell_source(cell)
+        if cell.cell_type in ("code", "markdown"):
+            stub = CODE_STUB if cell.cell_type == "code" else TEXT_STUB
+            source, replaced = replace_regions(source, SOLUTION_BEGIN, SOLUTION_END, stub, where)
+            if replaced and not meta.get("solution"):
+                raise NotebookFormatError(f"{where}: has a solution region but its nbgrader metadata lacks \"solution\": true")
+            if meta.get("solution") and not replaced:
+                source = stub  # nbgrader replaces an unmarked solution cell whole
+            source, removed = replace_regions(source, HIDDEN_BEGIN, HIDDEN_END, None, where)
+            if removed and not meta.get("grade"):
+                raise NotebookFormatError(f"{where}: has hidden tests but its nbgrader metadata lacks \"grade\": true")
+            cell.source = source
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        for key in _CELL_METADATA_TO_DROP:
+            cell.metadata.pop(key, None)
+    return student
+
+
+def read_notebook(path: Path):
+    """Read without nbformat's validation, which would invent random ids for cells lacking one."""
+    import nbformat
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NotebookFormatError(f"cannot read notebook {path}: {first_line(str(exc))}") from None
+    if not isinstance(data, dict) or data.get("nbformat") != 4 or not isinstance(data.get("cells"), list):
+        raise NotebookFormatError(f"{path} is not a Jupyter notebook in format 4")
+    nb = nbformat.v4.reads(text)  # joins line lists into strings; no validation, no invented ids
+    if nb.get("nbformat_minor", 0) >= 5:
+        for index, cell in enumerate(nb.cells):
+            if not cell.get("id"):  # deterministic, so the student file does not change at every run
+                cell["id"] = hashlib.sha1(f"{Path(path).name}:{index}".encode()).hexdigest()[:8]
+    return nb
+
+
+def _notebook_text(nb) -> str:
+    import nbformat
+
+    text = nbformat.writes(nb, version=nbformat.NO_CONVERT)  # sorted keys, indent 1: deterministic
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _resolve_dirs(src_dir, dst_dir) -> tuple[Path, Path]:
+    src = Path(src_dir) if src_dir is not None else NOTEBOOK_DIR
+    dst = Path(dst_dir) if dst_dir is not None else src / "student"
+    return src, dst
+
+
+def _expected_student_files(src: Path, dst: Path) -> dict[Path, str]:
+    return {dst / path.name: _notebook_text(make_student_notebook(read_notebook(path), path.name))
+            for path in sorted(src.glob(NOTEBOOK_GLOB))}
+
+
+def generate_student_versions(src_dir: str | Path | None = None, dst_dir: str | Path | None = None) -> list[Path]:
+    """Write the student version of every ``src_dir/NN_*.ipynb`` to ``dst_dir`` (default
+    ``<repo>/notebooks`` -> ``<repo>/notebooks/student``) and return the paths written. Files are
+    rewritten only when their content changes; student notebooks whose teacher version no longer
+    exists are deleted. Raises NotebookFormatError (naming notebook and cell) before writing anything."""
+    src, dst = _resolve_dirs(src_dir, dst_dir)
+    expected = _expected_student_files(src, dst)  # all errors surface before any file is touched
+    for path, text in expected.items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_text(path, text)
+    for orphan in sorted(dst.glob(NOTEBOOK_GLOB)) if dst.is_dir() else []:
+        if orphan not in expected:
+            orphan.unlink()
+    return list(expected)
+
+
+def check_student_versions(src_dir: str | Path | None = None, dst_dir: str | Path | None = None) -> list[Path]:
+    """The student notebooks that are missing, out of date, or left over from a deleted teacher
+    notebook (empty list: ``notebooks/student`` is up to date)."""
+    src, dst = _resolve_dirs(src_dir, dst_dir)
+    expected = _expected_student_files(src, dst)
+    stale = [p for p, text in expected.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+    if dst.is_dir():
+        stale += [p for p in sorted(dst.glob(NOTEBOOK_GLOB)) if p not in expected]
+    return stale
+
+# ---------------------------------------------------------------- grading
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-blank line of ``text`` without terminal colours, cut at ``limit`` characters."""
+    for line in _ANSI.sub("", text or "").splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ssd_lib.course student [--check] [--src DIR] [--dst DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m ssd_lib.course student",
+                                     description="Write notebooks/student/ from the teacher notebooks (solutions removed).")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a student notebook is stale")
+    parser.add_argument("--src", help="teacher notebooks folder (default: <repo>/notebooks)")
+    parser.add_argument("--dst", help="student notebooks folder (default: SRC/student)")
+    args = parser.parse_args(argv)
+    try:
+        if args.check:
+            stale = check_student_versions(args.src, args.dst)
+            for p in stale:
+                print(f"stale: {short_path(p)}")
+            if stale:
+                print("run `python -m ssd_lib.course student` to update the student notebooks")
+                return 1
+            print("student notebooks are up to date")
+            return 0
+        written = generate_student_versions(args.src, args.dst)
+    except NotebookFormatError as exc:
+        print(f"error: {first_line(str(exc))}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} student notebook(s) in {short_path(_resolve_dirs(args.src, args.dst)[1])}")
+    return 0
