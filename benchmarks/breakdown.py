@@ -22,7 +22,7 @@ from torchvision.ops import batched_nms, nms
 from torchvision.ops import box_iou as tv_box_iou
 
 from ssd_lib.boxes import box_iou, cxcywh_to_xyxy, decode, encode
-from ssd_lib.detect import detect
+from ssd_lib.detect import NMS_THRESHOLD, PRE_NMS_TOP_K, SCORE_THRESHOLD, detect
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
 from ssd_lib.matching import _check_gt, match_batch, match_ious
 from ssd_lib.priors import PriorConfig, default_boxes
@@ -95,8 +95,8 @@ def detect_breakdown(background_offset: float = 0.0, batch: int = 32, seed: int 
     loc, logits = random_head_outputs(batch, cfg.num_priors, seed=seed + 1, background_offset=background_offset)
     B, _, C = logits.shape
     boxes = decode(loc, priors).clamp(0.0, 1.0)
-    top_scores, top_idx = logits.softmax(-1)[..., 1:].transpose(1, 2).topk(400, dim=2)
-    keep = top_scores > 0.01  # the candidates, as detect builds them
+    top_scores, top_idx = logits.softmax(-1)[..., 1:].transpose(1, 2).topk(PRE_NMS_TOP_K, dim=2)
+    keep = top_scores > SCORE_THRESHOLD  # the candidates, as detect builds them
     image_idx = torch.arange(B).view(B, 1, 1).expand_as(top_idx)[keep]
     labels = torch.arange(1, C).view(1, C - 1, 1).expand_as(top_idx)[keep]
     scores, cand_boxes, groups = top_scores[keep], boxes[image_idx, top_idx[keep]], image_idx * C + labels
@@ -105,9 +105,11 @@ def detect_breakdown(background_offset: float = 0.0, batch: int = 32, seed: int 
     steps = {
         f"ours: detect ({scores.numel()} candidates)": lambda: detect(loc, logits, priors),
         "  decode + clamp": lambda: decode(loc, priors).clamp(0.0, 1.0),
-        "  softmax + per-class top-400": lambda: logits.softmax(-1)[..., 1:].transpose(1, 2).topk(400, dim=2),
-        "  one batched_nms for the batch": lambda: batched_nms(cand_boxes, scores, groups, 0.45),
-        f"    of which the nms kernels ({len(per_group)} groups)": lambda: [nms(b, s, 0.45) for b, s in per_group],
+        f"  softmax + per-class top-{PRE_NMS_TOP_K}":
+            lambda: logits.softmax(-1)[..., 1:].transpose(1, 2).topk(PRE_NMS_TOP_K, dim=2),
+        "  one batched_nms for the batch": lambda: batched_nms(cand_boxes, scores, groups, NMS_THRESHOLD),
+        f"    of which the nms kernels ({len(per_group)} groups)":
+            lambda: [nms(b, s, NMS_THRESHOLD) for b, s in per_group],
         "torchvision: postprocess_detections": lambda: postprocess(theirs, {"bbox_regression": loc,
                                                                           "cls_logits": logits}, anchors, 300),
     }

@@ -28,6 +28,7 @@ from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import boxes as box_ops
 
+from ssd_lib.detect import NMS_THRESHOLD, PRE_NMS_TOP_K, SCORE_THRESHOLD, TOP_K
 from ssd_lib.model import SSD, load_torchvision_ssd300, ssd300_vgg16
 from ssd_lib.priors import PriorConfig
 
@@ -111,7 +112,10 @@ def torchvision_ssd_algorithms(num_classes: int = 21, cfg: PriorConfig | None = 
     VGG16's 138M-parameter random init, which cases 1 and 2 do not use."""
     cfg = cfg or PriorConfig.ssd300()
     size = (cfg.image_size, cfg.image_size)
-    return TorchvisionSSD(torch.nn.Identity(), anchor_generator_like(cfg), size, num_classes, head=torch.nn.Identity())
+    # The selection settings are torchvision's defaults; passed from ssd_lib.detect so both sides select alike.
+    return TorchvisionSSD(torch.nn.Identity(), anchor_generator_like(cfg), size, num_classes, head=torch.nn.Identity(),
+                          score_thresh=SCORE_THRESHOLD, nms_thresh=NMS_THRESHOLD, detections_per_img=TOP_K,
+                          topk_candidates=PRE_NMS_TOP_K)
 
 
 def torchvision_anchors(model: TorchvisionSSD, cfg: PriorConfig, batch: int, device: torch.device) -> list[Tensor]:

@@ -49,5 +49,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("train",),            # lesson 7
     ("debugging",),        # lesson 11
     ("export",),           # lesson 12
-    ("__main__",),         # the command line: python -m ssd_lib
+    ("cli",),              # the library's commands (main, train, eval, detect, export, render) ...
+    ("__main__",),         # ... and python -m ssd_lib: their parser, plus the commands the course registers
 )

@@ -10,7 +10,7 @@ Usage::
 
     from ssd_lib.checkpoint import save_checkpoint, model_from_checkpoint
     save_checkpoint("runs/demo/last.pt", model, optimizer, epoch=3)
-    model, ckpt = model_from_checkpoint("runs/demo/last.pt")
+    model, ckpt = model_from_checkpoint("runs/demo/last.pt")     # or restore_checkpoint(path, model, optimizer)
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from .model import SSD, ModelConfig, build_model
 
 __all__ = [
     "FORMAT", "SHIPPED_MODEL", "save_checkpoint", "save_weights", "load_checkpoint", "model_from_checkpoint",
-    "class_names_of", "rng_state", "set_rng_state", "unwrap",
+    "restore_checkpoint", "class_names_of", "rng_state", "set_rng_state", "unwrap",
 ]
 
 FORMAT = "ssd_lib.checkpoint/1"
@@ -124,6 +124,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"cannot read checkpoint {path}: {first[:200]} (is the file complete and written by ssd_lib?)") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an ssd_lib checkpoint (no model_config/model entries)")
+    return ckpt
+
+
+def restore_checkpoint(path: str | Path, model: nn.Module, optimizer=None, scheduler=None, scaler=None,
+                       map_location: str | torch.device = "cpu") -> dict:
+    """The inverse of :func:`save_checkpoint`, for a resume: load the weights into ``model`` (which must
+    have the stored configuration), the optimiser, scheduler and scaler states, and the random-number
+    state. Returns the checkpoint dict (epoch, step_in_epoch, global_step, history, steps, extra)."""
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if ModelConfig.from_dict(ckpt["model_config"]) != unwrap(model).config:
+        raise ValueError(f"checkpoint {path} holds another model configuration; resume with the same --model and dataset")
+    missing = [key for key, part in (("optimizer", optimizer), ("scheduler", scheduler)) if part is not None and not ckpt.get(key)]
+    if missing or "rng" not in ckpt:
+        raise ValueError(f"checkpoint {path} has no {' or '.join(missing) or 'random-number'} state, so it cannot resume "
+                         "training; it holds weights: load them with model_from_checkpoint")
+    unwrap(model).load_state_dict(ckpt["model"])
+    for part, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
+        if part is not None and ckpt.get(key):  # a run without loss scaling stores an empty scaler state
+            part.load_state_dict(ckpt[key])
+    set_rng_state(ckpt["rng"])
     return ckpt
 
 

@@ -24,8 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .loss import LossParts, MultiBoxLoss
-from .matching import match_batch
-from .train import check_targets, normalized_targets
+from .train import batch_targets
 
 __all__ = ["OverfitReport", "overfit_one_batch"]
 
@@ -97,6 +96,14 @@ def _grad_norm(parameters: Sequence[nn.Parameter]) -> float:
     return float(torch.nn.utils.get_total_norm(grads))
 
 
+def _optimizer(params: list[nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
 def overfit_one_batch(
     model: nn.Module,
     batch: tuple[Tensor, list[dict]],
@@ -119,7 +126,8 @@ def overfit_one_batch(
     message says what the curves point at. ``criterion``: a loss returning
     :class:`ssd_lib.loss.LossParts` (default ``MultiBoxLoss()``). ``copy_model``: train a deep copy
     (default) so that the caller's model is left as it was. Prints the message when ``verbose``.
-    Raises ValueError (one line, before training) for labels outside 1..C-1.
+    The batch is checked once, as the trainer checks it (:func:`ssd_lib.train.check_targets`): a bad
+    target (labels outside 1..C-1, a box without area) raises a one-line ValueError before training.
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2 to see the loss move; got {steps}")
@@ -128,13 +136,10 @@ def overfit_one_batch(
     images, targets = batch
     net = copy.deepcopy(model) if copy_model else model
     net.train()
-    check_targets(targets, net.num_classes)
-    device = net.priors.device
-    images = images.to(device)
-    gt_boxes, gt_labels = normalized_targets(targets, images.shape[-2:], device)
-    with torch.no_grad():
-        loc_targets, labels = match_batch(gt_boxes, gt_labels, net.priors)
-    criterion = criterion or MultiBoxLoss()
+    # The trainer's boundary: the CPU targets are checked once, then matched and scored without checks.
+    loc_targets, labels = batch_targets(targets, images.shape[-2:], net.priors, net.num_classes)
+    images = images.to(net.priors.device)
+    criterion = criterion or MultiBoxLoss(check_labels=False)
     params = [p for p in net.parameters() if p.requires_grad]
     start = time.perf_counter()
     losses: list[float] = []
@@ -161,13 +166,7 @@ def overfit_one_batch(
             record(criterion(*net(images), loc_targets, labels))
         return report(False, "no parameter requires a gradient (a frozen model?): nothing can learn; "
                              "call model.requires_grad_(True) on the parts you mean to train")
-    if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-
+    opt = _optimizer(params, optimizer, lr)
     for step in range(steps):
         parts = criterion(*net(images), loc_targets, labels)
         value = record(parts)

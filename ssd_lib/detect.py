@@ -25,25 +25,37 @@ from torchvision.ops import batched_nms
 
 from .boxes import DEFAULT_VARIANCES, decode
 
-__all__ = ["detect", "detect_decoded", "scale_detections"]
+__all__ = ["detect", "detect_decoded", "scale_detections",
+           "SCORE_THRESHOLD", "NMS_THRESHOLD", "TOP_K", "PRE_NMS_TOP_K"]
+
+# The inference settings of the paper (Sec. 3.7) and its released code, defined here once and used by
+# every path (detect, ssd_lib.evaluate.predict, ssd_lib.export). Released code (VOC): "Inference:
+# confidence threshold 0.01, per-class NMS with IoU 0.45, keep the top 200 detections per image".
+SCORE_THRESHOLD: float = 0.01  # a class score must exceed this to be a candidate
+NMS_THRESHOLD: float = 0.45    # per-class NMS drops a box whose IoU with a better one exceeds this
+TOP_K: int = 200               # detections kept per image
+# Candidates per class and image that enter NMS: torchvision's ``SSD(topk_candidates=400)`` (its
+# ssd300_vgg16); it bounds the NMS work of an untrained model whose scores all pass the threshold.
+PRE_NMS_TOP_K: int = 400
 
 
 def detect(
     loc: Tensor,
     logits: Tensor,
     priors_cxcywh: Tensor,
-    score_threshold: float = 0.01,
-    nms_threshold: float = 0.45,
-    top_k: int = 200,
-    pre_nms_top_k: int = 400,
+    score_threshold: float = SCORE_THRESHOLD,
+    nms_threshold: float = NMS_THRESHOLD,
+    top_k: int = TOP_K,
+    pre_nms_top_k: int = PRE_NMS_TOP_K,
     variances: tuple[float, float] = DEFAULT_VARIANCES,
 ) -> list[dict[str, Tensor]]:
     """Detections for every image of a batch.
 
     ``loc: (B, P, 4)`` offsets, ``logits: (B, P, C)`` (class 0 = background), ``priors_cxcywh: (P, 4)``.
-    Settings of the released VOC model: score > 0.01, NMS IoU 0.45, 200 per image. ``pre_nms_top_k``
-    keeps the best candidates per class and image before NMS (torchvision: 400), which bounds the
-    NMS work of an untrained model whose scores all pass the threshold.
+    Defaults: the released VOC model's settings (:data:`SCORE_THRESHOLD` 0.01, :data:`NMS_THRESHOLD`
+    0.45, :data:`TOP_K` 200 per image). ``pre_nms_top_k`` (:data:`PRE_NMS_TOP_K`, torchvision's 400)
+    keeps the best candidates per class and image before NMS, which bounds the NMS work of an
+    untrained model whose scores all pass the threshold.
     Returns B dicts with ``boxes (D, 4)`` xyxy clipped to [0, 1], ``scores (D,)`` and
     ``labels (D,)`` int64 in 1..C-1, sorted by descending score. The same detections as
     torchvision's ``SSD.postprocess_detections`` with the same settings.
@@ -67,10 +79,10 @@ def detect(
 def detect_decoded(
     boxes: Tensor,
     probs: Tensor,
-    score_threshold: float = 0.01,
-    nms_threshold: float = 0.45,
-    top_k: int = 200,
-    pre_nms_top_k: int = 400,
+    score_threshold: float = SCORE_THRESHOLD,
+    nms_threshold: float = NMS_THRESHOLD,
+    top_k: int = TOP_K,
+    pre_nms_top_k: int = PRE_NMS_TOP_K,
 ) -> list[dict[str, Tensor]]:
     """:func:`detect` for outputs that are already decoded (an exported graph that decodes itself):
     ``boxes (B, P, 4)`` xyxy in [0, 1] and ``probs (B, P, C)`` softmax probabilities. The same

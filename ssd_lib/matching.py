@@ -23,6 +23,8 @@ __all__ = ["match", "match_batch", "match_ious", "pairwise_iou"]
 
 
 def _check_gt(gt_boxes: Tensor, gt_labels: Tensor, where: str = "") -> None:
+    """The public matchers' checks of one image's objects. Each ``if`` on a tensor reads it back from
+    the device (on a GPU, a wait per check per image): the trainer checks its CPU batch once instead."""
     validate_boxes(f"gt_boxes{where}", gt_boxes)
     if gt_boxes.ndim != 2:
         raise ValueError(f"gt_boxes{where} must have shape (G, 4); got {tuple(gt_boxes.shape)}")
@@ -83,7 +85,8 @@ def match_ious(iou: Tensor, valid: Tensor | None = None, iou_threshold: float = 
     batch_idx = torch.arange(B, device=iou.device).unsqueeze(1).expand(B, G)
     obj_idx = torch.arange(G, device=iou.device).unsqueeze(0).expand(B, G)
     # Objects are written in increasing index, so if two objects share a best default box
-    # the later one keeps it (the released code's behaviour). Padding rows are skipped.
+    # the later one keeps it (the released code's behaviour). Padding rows are skipped (the boolean
+    # masks have data-dependent sizes: on a GPU each of them waits for the device).
     b, g, p = (batch_idx, obj_idx, best_prior) if valid is None else (batch_idx[valid], obj_idx[valid], best_prior[valid])
     b, g, p = b.reshape(-1), g.reshape(-1), p.reshape(-1)
     matched_idx = matched_idx.index_put((b, p), g)
@@ -153,20 +156,27 @@ def match_batch(
     priors_cxcywh: Tensor,
     iou_threshold: float = 0.5,
     variances: tuple[float, float] = DEFAULT_VARIANCES,
+    validate: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Targets for a whole batch at once: no Python loop over default boxes or objects.
 
     ``gt_boxes``: B tensors ``(G_b, 4) xyxy in [0, 1]``; ``gt_labels``: B tensors ``(G_b,)``;
     ``priors_cxcywh: (P, 4)`` on the device where the work should happen. Objects are padded to
-    the largest G in the batch and all IoUs are computed in one call.
+    the largest G in the batch; on a GPU all IoUs are computed in one call, on a CPU image by image
+    (faster there, see ``_assign``).
     Returns ``loc_targets (B, P, 4)`` (encoded offsets, :func:`ssd_lib.boxes.encode`; 0 on
     background) and ``labels (B, P)`` int64, 0 = background.
+    ``validate=False`` skips the per-image checks of boxes and labels (each reads values back from
+    the device): for a caller that checked the batch once already, as the trainer does with
+    :func:`ssd_lib.train.check_targets` on the CPU batch.
     """
     if len(gt_boxes) != len(gt_labels):
         raise ValueError(f"gt_boxes has {len(gt_boxes)} images but gt_labels has {len(gt_labels)}")
-    for i, (b, l) in enumerate(zip(gt_boxes, gt_labels)):
-        _check_gt(b, l, where=f"[{i}]")
+    if validate:
+        for i, (b, l) in enumerate(zip(gt_boxes, gt_labels)):
+            _check_gt(b, l, where=f"[{i}]")
     matched_idx, positive, gt_padded, labels_padded = _assign(gt_boxes, gt_labels, priors_cxcywh, iou_threshold)
+    # nonzero's output size depends on the data, so on a GPU this line waits for the matching to finish.
     b, p = positive.nonzero(as_tuple=True)
     obj = matched_idx[b, p]
     labels = torch.zeros_like(matched_idx)

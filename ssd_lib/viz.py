@@ -150,21 +150,52 @@ def _values(records: Sequence[dict], key: str) -> list[float]:
 
 
 def plot_training_log(log: str | Path | Sequence[dict], title: str | None = None, grad_clip: float | None = None,
-                      axes=None):
-    """Two panels from a training log: the loss and its parts (log scale), and the gradient norm before
-    clipping with its maximum over each logging interval (log scale), the lr on a second axis.
+                      axes=None, history: Sequence[dict] | None = None, path: str | Path | None = None):
+    """The trainer's log in two panels: the loss and its parts (log scale), and the gradient norm before
+    clipping with its maximum over each logging interval (log scale), the lr on a second axis; and a
+    third panel, the validation VOC mAP@0.5 per epoch, only when the run was validated.
 
     ``log``: a ``metrics.jsonl`` path (or its folder), or the step records (``TrainResult.steps``).
+    ``history``: the epoch records (``TrainResult.history``; default: the epoch lines of ``log``).
     Steps whose loss or gradient norm is not finite are marked with red crosses at the top.
-    ``grad_clip`` draws the clipping threshold. Returns the figure.
+    ``grad_clip`` draws the clipping threshold. ``axes``: 2 axes to draw on (a 3rd gets the validation panel).
+    ``path``: draw on a bare :class:`matplotlib.figure.Figure` (not pyplot) and save it there as a PNG,
+    atomically; saving a bare figure needs no backend, so the trainer writes ``curves.png`` from
+    inside a notebook without switching the notebook's backend. Returns the figure.
     """
-    import matplotlib.pyplot as plt
-
-    records = read_metrics(log) if isinstance(log, (str, Path)) else [r for r in log if r.get("type", "step") == "step"]
+    if isinstance(log, (str, Path)):
+        records, epochs = read_metrics(log), read_metrics(log, "epoch")
+    else:
+        records = [r for r in log if r.get("type", "step") == "step"]
+        epochs = [r for r in log if r.get("type") == "epoch"]
+    evals = [h for h in (epochs if history is None else history) if h.get("val_mAP") is not None]
+    panels = 3 if evals else 2
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+        if path is not None:
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(6.5 * panels, 4.2))
+            axes = fig.subplots(1, panels)
+        else:
+            import matplotlib.pyplot as plt
+
+            fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2))
     else:
         fig = axes[0].figure
+    _plot_steps(axes[:2], records, grad_clip)
+    if evals and len(axes) > 2:
+        axes[2].plot([h["epoch"] for h in evals], [h["val_mAP"] for h in evals], marker="o", color="tab:green")
+        axes[2].set(title="Validation VOC mAP@0.5", xlabel="epoch", ylabel="mAP", ylim=(0, 1))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return fig
+
+
+def _plot_steps(axes, records: Sequence[dict], grad_clip: float | None) -> None:
+    """The two per-step panels of :func:`plot_training_log` on ``axes`` (two of them)."""
     x = [r["step"] for r in records]
     for key, color in (("loss", "black"), ("loc", "tab:blue"), ("conf", "tab:orange")):
         values = _values(records, key)
@@ -198,7 +229,3 @@ def plot_training_log(log: str | Path | Sequence[dict], title: str | None = None
         lr_ax.legend(loc="lower right", fontsize=8)
     for ax in axes:
         ax.legend(loc="upper right", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig

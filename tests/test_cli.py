@@ -1,4 +1,4 @@
-"""Tests for the command line (ssd_lib/__main__.py), run as a user runs it: ``python -m ssd_lib ...``
+"""Tests for the command line (ssd_lib/__main__.py and ssd_lib/cli.py), run as a user runs it: ``python -m ssd_lib ...``
 in a subprocess. The main job on a tiny budget writes its picture, eval.json and checkpoint;
 ``eval`` and ``detect`` read that checkpoint back; a user's mistake is one ``error:`` line on
 stderr with exit status 2 and no traceback.
@@ -199,11 +199,12 @@ def test_eval_with_an_unreadable_checkpoint_is_one_line(runs):
 
 
 def test_no_stride4_map_gives_the_lessons_five_maps():
-    from ssd_lib.__main__ import _model_config, build_parser
+    from ssd_lib.__main__ import build_parser
+    from ssd_lib.cli import model_config
     from ssd_lib.model import ModelConfig
 
     for command in ("main", "train"):
         default = build_parser().parse_args([command])
-        assert _model_config(default, 7) == ModelConfig.small(7, stride4_source=True)
+        assert model_config(default, 7) == ModelConfig.small(7, stride4_source=True)
         five = build_parser().parse_args([command, "--no-stride4-map"])
-        assert _model_config(five, 7) == ModelConfig.small(7)
+        assert model_config(five, 7) == ModelConfig.small(7)

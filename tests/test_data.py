@@ -25,7 +25,7 @@ from torchvision.ops import box_iou
 from ssd_lib.data import (VOC_CLASSES, COCODataset, ShapesConfig, ShapesDataset, VOCDataset, clip_boxes, collate,
                           read_image, write_coco, write_voc)
 from ssd_lib.data.__main__ import main as cli_main
-from ssd_lib.data.shapes import _box_iou_1n, _mask_box
+from ssd_lib.data.drawing import _box_iou_1n, _mask_box
 
 REPO = Path(__file__).resolve().parents[1]
 

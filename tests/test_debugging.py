@@ -4,6 +4,7 @@ Everything runs on the CPU with the small model at 64 pixels.
 """
 from __future__ import annotations
 
+import json
 import math
 
 import matplotlib
@@ -15,33 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ssd_lib import debugging as D  # noqa: E402
 from ssd_lib import viz  # noqa: E402
-from ssd_lib.augment import SSDTransform  # noqa: E402
-from ssd_lib.data import SHAPE_NAMES, ShapesDataset, collate  # noqa: E402
+from ssd_lib.data import ShapesDataset  # noqa: E402
 from ssd_lib.loss import MultiBoxLoss  # noqa: E402
 from ssd_lib.model import ssd_small  # noqa: E402
-from ssd_lib.train import TrainConfig, normalized_targets, train  # noqa: E402
+from ssd_lib.train import TrainConfig, train  # noqa: E402
 
-SIZE = 64
-CLASSES = list(SHAPE_NAMES)
-NUM_CLASSES = len(CLASSES) + 1
-
-
-@pytest.fixture(scope="module")
-def batch():
-    """8 Shapes images at 64 px (resized and normalised like the trainer's evaluation input)."""
-    ds = ShapesDataset("train", size=8, image_size=SIZE, transforms=SSDTransform(size=SIZE))
-    return collate([ds[i] for i in range(8)])
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return ssd_small(NUM_CLASSES, SIZE)
-
-
-def _targets_01(batch):
-    images, targets = batch
-    return normalized_targets(targets, images.shape[-2:], torch.device("cpu"))
+from small_setup import CLASSES, NUM_CLASSES, SIZE, batch, model, targets_01  # noqa: E402,F401  (fixtures)
 
 
 # ---------------------------------------------------------------- the trainer's log
@@ -72,18 +52,38 @@ def test_trainer_logs_the_gradient_norm_before_clipping_and_the_log_is_drawn(tmp
 
 
 def test_curves_png_leaves_the_matplotlib_backend_alone(tmp_path):
-    """plot_history draws on a bare Figure: training in a notebook keeps its inline backend."""
-    from ssd_lib.train import plot_history
-
+    """plot_training_log(path=...) draws on a bare Figure: training in a notebook keeps its inline backend."""
     plt.switch_backend("svg")
     try:
         records = [{"step": 1, "loss": 3.0, "loc": 1.0, "conf": 2.0, "grad_norm": 5.0, "grad_norm_max": 6.0},
                    {"step": 2, "loss": 2.0, "loc": 0.5, "conf": 1.5, "grad_norm": None}]  # an old log without it
-        plot_history(records, [{"epoch": 1, "val_mAP": 0.5}], tmp_path / "curves.png")
+        fig = viz.plot_training_log(records, history=[{"epoch": 1, "val_mAP": 0.5}], path=tmp_path / "curves.png")
         assert matplotlib.get_backend() == "svg"
+        assert fig not in map(plt.figure, plt.get_fignums()), "not a pyplot figure"
     finally:
         plt.switch_backend("Agg")
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_validation_panel_is_drawn_only_for_a_validated_run(tmp_path):
+    records = [{"step": s, "loss": 3.0 / s, "loc": 1.0 / s, "conf": 2.0 / s, "grad_norm": 1.0, "lr": 1e-3} for s in (1, 2)]
+
+    def titles(fig):
+        return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+    unvalidated = viz.plot_training_log(records, history=[{"epoch": 1, "val_mAP": None}], path=tmp_path / "a.png")
+    assert titles(unvalidated) == ["Loss and its parts (Eq. 1)", "Gradient norm"]
+    validated = viz.plot_training_log(records, history=[{"epoch": 1, "val_mAP": 0.25}, {"epoch": 2, "val_mAP": 0.5}],
+                                      path=tmp_path / "b.png")
+    assert titles(validated)[-1] == "Validation VOC mAP@0.5"
+    assert list(validated.axes[2].get_lines()[0].get_ydata()) == [0.25, 0.5]
+    # A metrics.jsonl path brings its own epoch lines.
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        json.dumps(r) + "\n" for r in [{"type": "step", **records[0]}, {"type": "epoch", "epoch": 1, "val_mAP": 0.7}]))
+    from_file = viz.plot_training_log(tmp_path / "metrics.jsonl")
+    assert "Validation VOC mAP@0.5" in titles(from_file)
+    plt.close(from_file)
 
 
 def test_trainer_logs_the_gradient_norm_without_clipping_too():

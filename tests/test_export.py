@@ -194,9 +194,14 @@ def test_decoding_in_the_graph_gives_the_same_detections(setup):
     batch = preprocess(images, setup["size"])
     with torch.no_grad():
         boxes, scores = DecodedSSD(setup["model"])(batch)
-    ort_boxes, ort_scores = detector.run(batch)
+    ort_boxes, ort_scores = detector.run_decoded(batch)
     torch.testing.assert_close(ort_boxes, boxes, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ort_scores, scores, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="run_decoded"):  # run means loc and logits, which this file has not
+        detector.run(batch)
+    raw_boxes, raw_scores = OnnxDetector(setup["raw"]).run_decoded(batch)  # decoded outside the graph: the same
+    torch.testing.assert_close(raw_boxes, boxes, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(raw_scores, scores, atol=1e-5, rtol=1e-4)
     torch_dets, ort_dets = predict(setup["model"], images), detector.predict(images)
     result = compare_detections(torch_dets, ort_dets, _sizes(images))
     # Two boxes of one class whose probabilities are exactly equal (softmax saturated at 0.99990) have

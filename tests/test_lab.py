@@ -20,39 +20,18 @@ import torch.nn.functional as F
 matplotlib.use("Agg")
 
 from ssd_lib.course import lab  # noqa: E402
-from ssd_lib.augment import SSDTransform  # noqa: E402
 from ssd_lib.boxes import cxcywh_to_xyxy, decode  # noqa: E402
-from ssd_lib.data import SHAPE_NAMES, ShapesDataset, collate, labels_from_names, num_classes_for, sanitize_boxes  # noqa: E402
+from ssd_lib.data import ShapesDataset, labels_from_names, num_classes_for, sanitize_boxes  # noqa: E402
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask  # noqa: E402
 from ssd_lib.matching import match, match_batch  # noqa: E402
 from ssd_lib.metrics import evaluate_voc, mean_average_precision  # noqa: E402
 from ssd_lib.model import ssd_small  # noqa: E402
 from ssd_lib.priors import PriorConfig, clip_priors, default_boxes  # noqa: E402
-from ssd_lib.train import TrainConfig, normalized_targets, train  # noqa: E402
+from ssd_lib.train import TrainConfig, train  # noqa: E402
 from ssd_lib.viz import read_metrics  # noqa: E402
 from torchvision.ops import box_iou  # noqa: E402
 
-SIZE = 64
-CLASSES = list(SHAPE_NAMES)
-NUM_CLASSES = len(CLASSES) + 1
-
-
-@pytest.fixture(scope="module")
-def batch():
-    """8 Shapes images at 64 px (resized and normalised like the trainer's evaluation input)."""
-    ds = ShapesDataset("train", size=8, image_size=SIZE, transforms=SSDTransform(size=SIZE))
-    return collate([ds[i] for i in range(8)])
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return ssd_small(NUM_CLASSES, SIZE)
-
-
-def _targets_01(batch):
-    images, targets = batch
-    return normalized_targets(targets, images.shape[-2:], torch.device("cpu"))
+from small_setup import CLASSES, NUM_CLASSES, SIZE, batch, model, targets_01  # noqa: E402,F401  (fixtures)
 
 
 # ---------------------------------------------------------------- 1. priors clipped in (cx, cy, w, h)
@@ -79,7 +58,7 @@ def test_priors_clamped_in_centre_form_still_stick_out_and_corner_clip_fixes_it(
 # ---------------------------------------------------------------- 2. variances twice / dropped in decode
 
 def test_broken_decode_moves_the_boxes_away_from_the_objects(batch, model):
-    gt_boxes, gt_labels = _targets_01(batch)
+    gt_boxes, gt_labels = targets_01(batch)
     loc_targets, labels = match_batch(gt_boxes, gt_labels, model.priors)
     mean_iou = {}
     for name, fn in (("fixed", decode), ("twice", lab.decode_variances_applied_twice),
@@ -99,7 +78,7 @@ def test_broken_decode_moves_the_boxes_away_from_the_objects(batch, model):
 
 def test_unshifted_labels_turn_the_first_class_into_background(batch, model):
     images, targets = batch
-    gt_boxes, _ = _targets_01(batch)
+    gt_boxes, _ = targets_01(batch)
     names = [[CLASSES[int(label) - 1] for label in t["labels"]] for t in targets]
     first_class_objects = sum(n.count(CLASSES[0]) for n in names)
     assert first_class_objects > 0, "the fixture batch needs a circle"
@@ -122,7 +101,7 @@ def test_num_classes_without_background_is_an_out_of_bounds_target(batch):
     images, targets = batch
     torch.manual_seed(0)
     small = ssd_small(lab.num_classes_without_background(CLASSES), SIZE)  # 6 outputs for labels 1..6
-    gt_boxes, gt_labels = _targets_01(batch)
+    gt_boxes, gt_labels = targets_01(batch)
     loc_targets, labels = match_batch(gt_boxes, gt_labels, small.priors)
     assert int(labels.max()) == small.num_classes, "the batch needs an object of the last class"
     with torch.no_grad():
@@ -164,7 +143,7 @@ def test_plain_l1_jitters_around_the_target_and_smooth_l1_settles():
 
 def test_broken_mining_picks_the_wrong_negatives(batch, model):
     images, _ = batch
-    gt_boxes, gt_labels = _targets_01(batch)
+    gt_boxes, gt_labels = targets_01(batch)
     gt_boxes[3], gt_labels[3] = gt_boxes[3][:0], gt_labels[3][:0]  # image 3: no objects
     _, labels = match_batch(gt_boxes, gt_labels, model.priors)
     positive = labels > 0

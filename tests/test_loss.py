@@ -263,3 +263,20 @@ def test_targets_for_another_number_of_default_boxes_rejected():
 def test_negative_ratio_rejected():
     with pytest.raises(ValueError, match="neg_pos_ratio"):
         MultiBoxLoss(neg_pos_ratio=-1)
+
+
+def test_check_labels_false_skips_only_the_label_range_check():
+    """The trainer checks its batch once on the CPU and builds MultiBoxLoss(check_labels=False): the
+    range check (a read back from the device) is skipped, the free shape and dtype checks are not."""
+    loc, logits, loc_targets, labels = _valid_inputs()
+    labels[0, 1] = 2
+    checked, unchecked = MultiBoxLoss()(loc, logits, loc_targets, labels), MultiBoxLoss(check_labels=False)(
+        loc, logits, loc_targets, labels)
+    assert all(torch.equal(a, b) for a, b in zip(checked, unchecked))
+    labels[1, 2] = -1
+    with pytest.raises(ValueError, match="labels must be in"):
+        MultiBoxLoss()(loc, logits, loc_targets, labels)
+    with pytest.raises(TypeError, match="int64"):
+        MultiBoxLoss(check_labels=False)(loc, logits, loc_targets, labels.float())
+    with pytest.raises(ValueError, match="loc_targets"):
+        MultiBoxLoss(check_labels=False)(loc, logits, torch.zeros(2, 8, 4), labels)

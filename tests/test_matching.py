@@ -288,3 +288,22 @@ def test_per_image_and_whole_batch_assignment_agree():
     b = _assign(boxes, labels, priors, 0.5, per_image=False)
     assert torch.equal(a[1], b[1]) and a[1].any()
     assert torch.equal(a[0][a[1]], b[0][b[1]])
+
+
+def test_validate_false_skips_the_checks_and_gives_the_same_targets():
+    """match_batch(validate=False) is for a caller that checked the batch already (the trainer):
+    the same targets, and no per-image check runs (a label 0 would otherwise be refused)."""
+    g = torch.Generator().manual_seed(5)
+    boxes, labels = [], []
+    for count in (3, 0, 9):
+        corner = torch.rand(count, 2, generator=g) * 0.6
+        boxes.append(torch.cat([corner, corner + 0.05 + torch.rand(count, 2, generator=g) * 0.35], dim=1))
+        labels.append(torch.randint(1, 21, (count,), generator=g))
+    checked = match_batch(boxes, labels, SSD300_PRIORS)
+    unchecked = match_batch(boxes, labels, SSD300_PRIORS, validate=False)
+    assert all(torch.equal(a, b) for a, b in zip(checked, unchecked))
+    with pytest.raises(ValueError, match=r"gt_labels\[0\]"):
+        match_batch([GOOD_BOX], [torch.tensor([0])], SSD300_PRIORS)
+    match_batch([GOOD_BOX], [torch.tensor([0])], SSD300_PRIORS, validate=False)  # not checked: the caller's job
+    with pytest.raises(ValueError, match="images"):  # the count of images is still compared (free)
+        match_batch([GOOD_BOX], [torch.tensor([1]), torch.tensor([1])], SSD300_PRIORS, validate=False)

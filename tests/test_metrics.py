@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
-from ssd_lib import metrics
+from ssd_lib.metrics import voc as voc_metrics  # the module that holds the chunk size
 from ssd_lib.metrics import (
     average_precision,
     evaluate_coco,
@@ -437,7 +437,7 @@ def test_chunked_iou_gives_the_same_answer(monkeypatch):
     # Force many small chunks in the pairwise IoU step (normally one chunk).
     detections, ground_truths = random_dataset(7, num_images=20, max_gt=10, max_dets=40)
     expected = evaluate_voc(detections, ground_truths, num_classes=4)
-    monkeypatch.setattr(metrics, "_MAX_PAIRS_PER_CHUNK", 5)
+    monkeypatch.setattr(voc_metrics, "_MAX_PAIRS_PER_CHUNK", 5)
     chunked = evaluate_voc(detections, ground_truths, num_classes=4)
     assert chunked["ap"] == expected["ap"]
 

@@ -1,13 +1,13 @@
 """Tests for ssd_lib.train: exact resume (after an epoch, mid-epoch, with or without loader
-workers), Ctrl-C (in process and on the command line), non-finite loss, atomic and safe
-checkpoints, DistributedDataParallel on CPU (gloo), the lr schedule, label validation, and that a
-tiny run learns. Everything runs on CPU with the small model at 64 pixels and a handful of steps.
+workers), Ctrl-C (in process and on the command line), non-finite loss and the checkpoints the loop
+keeps, DistributedDataParallel on CPU (gloo), the lr schedule, the one check of a batch (check_targets)
+and that a tiny run learns (ssd_lib.checkpoint itself: tests/test_checkpoint.py). Everything runs on
+CPU with the small model at 64 pixels and a handful of steps.
 """
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -25,8 +25,9 @@ from torch.utils.data import Dataset
 from ssd_lib.data import ShapesDataset
 from ssd_lib.evaluate import evaluate_model
 from ssd_lib.model import ssd_small
-from ssd_lib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ssd_lib.checkpoint import load_checkpoint, model_from_checkpoint
 from ssd_lib.train import EpochSampler, NonFiniteLossError, SeededAugmented, TrainConfig, lr_factor, train
+from small_setup import assert_same_weights, weights
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 64
@@ -71,16 +72,6 @@ def _config(**overrides) -> TrainConfig:
     return replace(base, **overrides)
 
 
-def _weights(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"weights differ in {different[:5]}"
-
-
 def _losses(steps: list[dict]) -> list[tuple[int, float]]:
     return [(s["step"], s["loss"]) for s in steps]
 
@@ -111,7 +102,7 @@ def reference():
     """The uninterrupted 2-epoch run every resume test compares with (6 steps, cosine decay)."""
     result = train(_model(), TRAIN_12, None, _config(), progress=False)
     assert len(result.steps) == 6 and not result.interrupted
-    return result, _weights(result.model)
+    return result, weights(result.model)
 
 
 # ---------------------------------------------------------------- resume
@@ -135,7 +126,7 @@ def test_resume_after_one_epoch_reproduces_the_uninterrupted_run(tmp_path, num_w
     assert _losses(resumed.steps) == _losses(full.steps)
     assert [(s["step"], s["loss"]) for s in _metrics(tmp_path / "part" / "metrics.jsonl", "step")] == _losses(full.steps)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
-    _assert_same_weights(_weights(resumed.model), _weights(full.model))
+    assert_same_weights(weights(resumed.model), weights(full.model))
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
@@ -151,7 +142,7 @@ def test_data_and_augmentation_do_not_depend_on_loader_workers(tmp_path, referen
         result = train(_model(seed=1), TRAIN_12, None, _config(num_workers=1), out_dir=out,
                        resume=out / "last.pt", progress=False)
     assert _losses(result.steps) == _losses(ref_result.steps)
-    _assert_same_weights(_weights(result.model), ref_weights)
+    assert_same_weights(weights(result.model), ref_weights)
 
 
 @pytest.mark.parametrize("stop_after", [2, 3, 4])  # inside epoch 1, at its end, inside epoch 2
@@ -165,7 +156,7 @@ def test_resume_after_ctrl_c_mid_epoch_gives_the_same_loss_curve(tmp_path, refer
     resumed = train(_model(seed=1), TRAIN_12, None, _config(), out_dir=out, resume=out / "last.pt", progress=False)
     assert not resumed.interrupted
     assert _losses(resumed.steps) == _losses(ref_result.steps)
-    _assert_same_weights(_weights(resumed.model), ref_weights)
+    assert_same_weights(weights(resumed.model), ref_weights)
     # The log written across the two sessions is the uninterrupted run's log, epoch lines included.
     assert _losses(_metrics(out / "metrics.jsonl", "step")) == _losses(ref_result.steps)
     keys = ("epoch", "step", "loss", "loc", "conf")
@@ -186,9 +177,9 @@ def test_ctrl_c_finishes_the_step_saves_and_returns(tmp_path):
     ckpt = load_checkpoint(tmp_path / "last.pt")  # weights_only
     assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (0, 2, 2)
     assert [s["step"] for s in ckpt["steps"]] == [1, 2]
-    _assert_same_weights(ckpt["model"], _weights(result.model))
+    assert_same_weights(ckpt["model"], weights(result.model))
     model, _ = model_from_checkpoint(tmp_path / "last.pt", num_classes=7)
-    _assert_same_weights(_weights(model), _weights(result.model))
+    assert_same_weights(weights(model), weights(result.model))
     assert not list(tmp_path.glob("*.tmp*"))
 
 
@@ -258,79 +249,6 @@ def test_huge_learning_rate_raises_non_finite_loss_error():
     assert f"at step {len(logged) + 1} " in str(err.value)  # the step after the last good one
 
 
-# ---------------------------------------------------------------- checkpoints
-
-def test_checkpoint_round_trip_is_atomic_and_complete(tmp_path):
-    model = _model()
-    path = save_checkpoint(tmp_path / "sub" / "ck.pt", model, epoch=3, step_in_epoch=1, global_step=7,
-                           train_config=_config(), extra={"class_names": ["a"]})
-    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["ck.pt"]  # no temporary file left
-    ckpt = load_checkpoint(path)
-    assert (ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]) == (3, 1, 7)
-    assert ckpt["train_config"]["batch_size"] == 4 and ckpt["extra"] == {"class_names": ["a"]}
-    rebuilt, _ = model_from_checkpoint(path)
-    _assert_same_weights(_weights(rebuilt), _weights(model))
-    with pytest.raises(ValueError, match="trained for 7 classes"):
-        model_from_checkpoint(path, num_classes=21)
-
-
-def test_a_save_that_fails_halfway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = save_checkpoint(tmp_path / "last.pt", _model())
-    before = path.read_bytes()
-
-    def disk_full(obj, f, *args, **kwargs):  # writes part of the file, then fails
-        Path(f).write_bytes(before[:100])
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(OSError, match="No space"):
-        save_checkpoint(path, _model(seed=1))
-    assert path.read_bytes() == before
-
-
-def test_truncated_checkpoint_is_a_one_line_value_error(tmp_path):
-    path = save_checkpoint(tmp_path / "ck.pt", _model())
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="cannot read checkpoint") as err:
-        load_checkpoint(path)
-    assert "\n" not in str(err.value) and str(path) in str(err.value)
-    with pytest.raises(ValueError, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.pt")
-
-
-class _Payload:
-    """Unpickling this runs a shell command that creates a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def test_checkpoint_with_code_is_refused_and_the_code_does_not_run(tmp_path):
-    # The payload is live: unpickling it without weights_only creates the marker.
-    live = tmp_path / "live"
-    pickle.loads(pickle.dumps(_Payload(live)))
-    assert live.exists()
-
-    for name, write in [("torch_save.pt", lambda p, m: torch.save({"model_config": {}, "model": _Payload(m)}, p)),
-                        ("plain_pickle.pt", lambda p, m: p.write_bytes(pickle.dumps({"model": _Payload(m)}, protocol=2)))]:
-        marker = tmp_path / f"{name}.ran"
-        write(tmp_path / name, marker)
-        with pytest.raises(ValueError, match="cannot read checkpoint") as err:
-            load_checkpoint(tmp_path / name)
-        assert "\n" not in str(err.value)
-        assert not marker.exists(), f"{name}: the payload ran"
-
-
-def test_a_torch_file_that_is_not_a_checkpoint_is_refused(tmp_path):
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not an ssd_lib checkpoint"):
-        load_checkpoint(tmp_path / "other.pt")
-
-
 # ---------------------------------------------------------------- distributed (CPU, gloo)
 
 class _RecordingDataset(Dataset):
@@ -357,7 +275,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         assert dist.is_initialized() and dist.get_world_size() == world
         distributed_eval = evaluate_model(result.model, TEST_6, batch_size=2, distributed=True)
         single_eval = evaluate_model(result.model, TEST_6, batch_size=2) if rank == 0 else None
-        torch.save({"weights": _weights(result.model), "seen": data.seen, "steps": len(result.steps),
+        torch.save({"weights": weights(result.model), "seen": data.seen, "steps": len(result.steps),
                     "distributed_eval": distributed_eval, "single_eval": single_eval}, Path(out) / f"rank{rank}.pt")
     finally:
         if dist.is_initialized():
@@ -381,13 +299,13 @@ def test_ddp_on_cpu_shards_data_keeps_ranks_in_sync_and_gathers_evaluation(tmp_p
     assert not set(r0["seen"]) & set(r1["seen"]), "ranks saw the same images"
     assert sorted(r0["seen"] + r1["seen"]) == list(range(8))
     # Each rank saw other images; the all-reduced gradients keep the weights identical anyway.
-    _assert_same_weights(r0["weights"], r1["weights"])
-    initial = _weights(_model())
+    assert_same_weights(r0["weights"], r1["weights"])
+    initial = weights(_model())
     assert any(not torch.equal(initial[k], r0["weights"][k]) for k in initial), "no training happened"
     assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 2  # written by rank 0 only
 
-    assert r1["distributed_eval"] is None  # only rank 0 gets the gathered result
     gathered, single = r0["distributed_eval"], r0["single_eval"]
+    assert r1["distributed_eval"]["mAP"] == gathered["mAP"]  # every rank gets the gathered result (evaluate.py)
     assert gathered["mAP"] == pytest.approx(single["mAP"], abs=1e-6)
     assert torch.allclose(torch.as_tensor(gathered["ap"]), torch.as_tensor(single["ap"]), atol=1e-6)
 
@@ -471,6 +389,65 @@ def test_labels_outside_the_model_classes_are_a_value_error_naming_num_classes()
     bad = ListDataset([(image, target)] * 4, TRAIN_12.classes)
     with pytest.raises(ValueError, match=r"num_classes=7.*1\.\.6"):
         train(_model(), bad, None, _config(augment=NO_AUGMENT_RANDOMNESS), progress=False)
+
+
+def _target(boxes, labels) -> dict:
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels)}
+
+
+GOOD = _target([[2.0, 3.0, 20.0, 30.0]], [1])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (_target([[2.0, 3.0, 2.0, 30.0]], [1]), r"image 1 of the batch has a box without area \(\[2\.0, 3\.0, 2\.0, 30\.0\]"),
+    (_target([[20.0, 3.0, 2.0, 30.0]], [1]), r"image 1 .*without area.*convert \(x, y, w, h\) boxes to xyxy"),
+    (_target([[2.0, float("nan"), 20.0, 30.0]], [1]), r"image 1 .*NaN or infinite"),
+    (_target([[2.0, 3.0, 20.0, 30.0]], [0]), r"image 1 .*labels \[0\].*num_classes=7.*1\.\.6.*add 1"),
+    (_target([[2.0, 3.0, 20.0, 30.0]], [7]), r"image 1 .*labels \[7\].*1\.\.6"),
+    ({"boxes": torch.tensor([[2.0, 3.0, 20.0, 30.0]]), "labels": torch.tensor([1], dtype=torch.int32)},
+     r"image 1 .*dtype torch\.int32.*int64"),
+    ({"boxes": torch.tensor([[2.0, 3.0, 20.0, 30.0]]), "labels": torch.tensor([1, 2])}, r"image 1 .*one int64 label per box"),
+    ({"boxes": torch.tensor([2.0, 3.0, 20.0, 30.0]), "labels": torch.tensor([1])}, r"image 1 .*\(G, 4\)"),
+])
+def test_check_targets_names_the_image_and_the_fix(bad, message):
+    from ssd_lib.train import check_targets
+
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
+    check_targets([GOOD, GOOD, empty], num_classes=7)  # an image without objects is fine
+    with pytest.raises(ValueError, match=message) as err:
+        check_targets([GOOD, bad, GOOD], num_classes=7)
+    assert "\n" not in str(err.value)
+
+
+def test_a_training_step_checks_its_batch_once_not_in_the_matcher_or_the_loss(monkeypatch):
+    """check_targets is the boundary: the matcher's per-image checks and the loss's label-range check
+    (each a read back from the device) do not run in the loop."""
+    import ssd_lib.matching
+    import ssd_lib.train.batches as batches
+    from ssd_lib.loss import MultiBoxLoss
+
+    calls = {"check_targets": 0}
+    real = batches.check_targets
+
+    def counting(targets, num_classes):
+        calls["check_targets"] += 1
+        return real(targets, num_classes)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("validated again inside the step")
+
+    monkeypatch.setattr(batches, "check_targets", counting)
+    monkeypatch.setattr(ssd_lib.matching, "_check_gt", forbidden)
+    real_validate = MultiBoxLoss._validate
+
+    def validate(loc, logits, loc_targets, labels, check_labels=True):
+        if check_labels:
+            forbidden()
+        real_validate(loc, logits, loc_targets, labels, check_labels)
+
+    monkeypatch.setattr(MultiBoxLoss, "_validate", staticmethod(validate))
+    result = train(_model(), TRAIN_12, None, _config(epochs=1), progress=False)
+    assert len(result.steps) == 3 and calls["check_targets"] == 3
 
 
 def test_a_tiny_run_learns():

@@ -1,7 +1,8 @@
 """Tests for ssd_lib.course.widgets: each explorer's summary agrees with the library, the drawing changes
 with the controls, observers redraw, one figure and one Image widget are updated in place (no
 figure or widget piles up over 50 control changes), and display() is a no-op in grading mode.
-Runs headless (Agg) with no Jupyter kernel; the kernel path is exercised by patching ``_in_kernel``."""
+Runs headless (Agg) with no Jupyter kernel; the kernel path is exercised by patching ``_in_kernel`` in
+``ssd_lib.course.widgets.base``, where the explorers' shared machinery looks it up."""
 from __future__ import annotations
 
 import math
@@ -21,7 +22,6 @@ import torch  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from ssd_lib.course import widgets  # noqa: E402
 from ssd_lib.augment import Resize, SSDAugmentation, SSDTransform  # noqa: E402
 from ssd_lib.boxes import cxcywh_to_xyxy  # noqa: E402
 from ssd_lib.data import ShapesDataset  # noqa: E402
@@ -36,6 +36,7 @@ from ssd_lib.course.widgets import (  # noqa: E402
     MatchingExplorer,
     PlotExplorer,
 )
+from ssd_lib.course.widgets import base as explorer_base  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -347,9 +348,9 @@ def test_one_figure_and_one_image_updated_in_place_over_50_control_changes(kind,
     # at least twice; then no PNG (a render costs 0.3-1 s on two shared cores), counts still checked.
     rendered_moves = 2 * len(MOVES[kind])
     in_kernel = {"now": True}
-    monkeypatch.setattr(widgets, "_in_kernel", lambda: in_kernel["now"])
+    monkeypatch.setattr(explorer_base, "_in_kernel", lambda: in_kernel["now"])
     shown = []
-    monkeypatch.setattr(widgets, "_ipython_display", shown.append)
+    monkeypatch.setattr(explorer_base, "_ipython_display", shown.append)
     figures_before, widgets_before = len(plt.get_fignums()), live_widgets()
     explorer = _make(kind, dataset, model)
     figure, axes, view = explorer.figure, list(explorer.figure.axes), explorer.view
@@ -387,7 +388,7 @@ def test_one_figure_and_one_image_updated_in_place_over_50_control_changes(kind,
 @pytest.mark.parametrize("kind", KINDS)
 def test_display_is_a_no_op_in_grading_mode(kind, dataset, model, monkeypatch):
     shown = []
-    monkeypatch.setattr(widgets, "_ipython_display", shown.append)
+    monkeypatch.setattr(explorer_base, "_ipython_display", shown.append)
     explorer = _make(kind, dataset, model)
     monkeypatch.setenv("SSD_COURSE_GRADING", "1")
     assert explorer.display() is None
@@ -402,8 +403,8 @@ def test_display_is_a_no_op_in_grading_mode(kind, dataset, model, monkeypatch):
 
 def test_in_a_kernel_each_update_replaces_the_png_of_one_image_widget(monkeypatch):
     pngs, shown = [], []
-    monkeypatch.setattr(widgets, "_in_kernel", lambda: True)
-    monkeypatch.setattr(widgets, "_ipython_display", shown.append)
+    monkeypatch.setattr(explorer_base, "_in_kernel", lambda: True)
+    monkeypatch.setattr(explorer_base, "_ipython_display", shown.append)
     explorer = DefaultBoxExplorer(PriorConfig.from_paper(100, (4, 2, 1)))
     explorer.view.observe(lambda change: pngs.append(bytes(change["new"])), names="value")
     explorer.update(map_index=1)
@@ -415,7 +416,7 @@ def test_in_a_kernel_each_update_replaces_the_png_of_one_image_widget(monkeypatc
 
 
 def test_outside_a_kernel_no_png_is_rendered(monkeypatch):
-    monkeypatch.setattr(widgets, "_in_kernel", lambda: False)
+    monkeypatch.setattr(explorer_base, "_in_kernel", lambda: False)
     explorer = DefaultBoxExplorer(PriorConfig.from_paper(100, (4, 2, 1)))
     explorer.update(map_index=1)
     assert bytes(explorer.view.value) == b""  # tests and scripts call update() without paying for a PNG

@@ -6,6 +6,9 @@ with the first line of the reason. The teacher's check cells (hidden tests inclu
 before the run, as nbgrader's autograder does, so moved, copied, split, added or edited cells do
 not change what is graded; a deleted check cell fails by name.
 
+:func:`grade_notebook` reads as the steps of grading: read the exercises, locate each one's check
+cell, restore the teacher's check cells, run the notebook, turn each exercise into a result.
+
 Usage::
 
     python -m ssd_lib grade submissions/alice/01_boxes.ipynb [--teacher notebooks/01_boxes.ipynb]
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,16 +30,16 @@ from ssd_lib.files import write_json
 
 from .assets import NOTEBOOK_DIR, NOTEBOOK_GLOB, REPO_ROOT, short_path
 from .modes import mode_environment
-from .student import HIDDEN_BEGIN, HIDDEN_END, NotebookFormatError, cell_source, nbgrader_metadata, replace_regions, first_line, read_notebook
+from .student import (
+    HIDDEN_BEGIN, HIDDEN_END, NotebookFormatError, cell_source, first_line, nbgrader_metadata, read_notebook,
+    replace_regions, strip_terminal_colours,
+)
 
 __all__ = ["AUTO", "Exercise", "ExerciseResult", "GradeReport", "teacher_exercises", "find_teacher_notebook",
            "grade_notebook", "cli"]
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-_TIMEOUT_ENAME = "CellTimeout"
 AUTO = "auto"  # grade_notebook(teacher=AUTO): look for the teacher version next to the notebook or in notebooks/
+_TIMEOUT_ENAME = "CellTimeout"  # the ename nbclient gives a cell interrupted for running past the timeout
 
 
 @dataclass(frozen=True)
@@ -139,12 +141,16 @@ class GradeReport:
         return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- the teacher's exercises
+
 def _is_check_cell(cell) -> bool:
+    """A check cell: code with nbgrader ``grade: true`` that is not a solution (nbgrader's autograded test)."""
     meta = nbgrader_metadata(cell)
     return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
 
 
 def _is_solution_cell(cell) -> bool:
+    """A cell the student fills in (nbgrader ``solution: true``), code or markdown."""
     return bool(nbgrader_metadata(cell).get("solution"))
 
 
@@ -206,63 +212,7 @@ def find_teacher_notebook(path: str | Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _cell_failure(cell, reply: dict | None, timeout: float) -> str | None:
-    """Why a cell failed (one line), or None if it ran without error."""
-    if reply is not None and reply.get("ename") == _TIMEOUT_ENAME:
-        return f"timed out after {timeout:g} s and was stopped (an endless loop?)"
-    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-    if errors:
-        ename, evalue = errors[0].get("ename", "Error"), errors[0].get("evalue", "")
-    elif reply is not None and reply.get("status") == "error":
-        ename, evalue = reply.get("ename", "Error"), reply.get("evalue", "")
-    else:
-        return None
-    detail = first_line(evalue)
-    if ename == "NotImplementedError" and not detail:
-        detail = "not implemented yet (replace `raise NotImplementedError()` with your code)"
-    return f"{ename}: {detail}" if detail else ename
-
-
-def _checker_line(cell) -> str:
-    """The last "❌ ..." line the checker printed, without the mark."""
-    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
-                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
-    lines = [ln.strip() for ln in _ANSI.sub("", text).splitlines() if "❌" in ln]
-    return lines[-1].replace("❌", "", 1).strip() if lines else ""
-
-
-def _kernel_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Grading mode, read in the kernel by ssd_lib.course.modes.grading_mode(): widgets are not
-    # displayed and no training runs. Fast mode keeps whatever still runs small.
-    env.update(mode_environment(fast=True, grading=True), MPLBACKEND="Agg")
-    # ssd_lib is importable in the kernel even when the package is not installed.
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
-
-
-def _restore_check(nb, index: int, exercise: Exercise) -> list[str]:
-    """Put the teacher's check cell back at ``nb.cells[index]`` (as nbgrader's autograder does with
-    locked cells); return notes on what differed. Hidden tests come back with it."""
-    import nbformat
-
-    cell, notes = nb.cells[index], []
-    if cell.cell_type != "code":
-        notes.append(f"the check cell had been turned into a {cell.cell_type} cell; graded as code with the "
-                     f"teacher's version")
-        restored = nbformat.v4.new_code_cell(exercise.source, metadata=copy.deepcopy(dict(cell.metadata)))
-        if "id" in cell:
-            restored["id"] = cell["id"]
-        else:
-            restored.pop("id", None)
-        nb.cells[index] = restored
-    elif cell.source.strip() not in (exercise.source.strip(), exercise.public_source.strip()):
-        notes.append("the check cell had been edited; graded with the teacher's version")
-    nb.cells[index].source = exercise.source
-    if exercise.has_hidden_tests:
-        notes.append("hidden tests restored from the teacher version")
-    return notes
-
+# ---------------------------------------------------------------- grading, step by step
 
 def grade_notebook(path: str | Path, timeout_per_cell: float = 300, teacher: str | Path | None = AUTO,
                    restore_checks: bool = True) -> GradeReport:
@@ -288,137 +238,196 @@ def grade_notebook(path: str | Path, timeout_per_cell: float = 300, teacher: str
     kernel dies (or does not recover from the interrupt), the remaining exercises are reported as
     not run. The file on disk is never changed; the executed copy is ``report.executed``.
     """
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"notebook {path} does not exist")
-    teacher_path = find_teacher_notebook(path) if isinstance(teacher, str) and teacher == AUTO else teacher
-    teacher_path = Path(teacher_path) if teacher_path is not None else None
-    if teacher_path is not None and not teacher_path.is_file():
-        raise FileNotFoundError(f"teacher notebook {teacher_path} does not exist")
+    teacher_path = _teacher_path(path, teacher)
     nb = read_notebook(path)
-    if teacher_path is not None:
-        exercises = teacher_exercises(read_notebook(teacher_path), teacher_path.name)
-        report_notes: list[str] = []
-    else:
-        exercises, report_notes = _exercises_found_in(nb, path.name)
-    known = {e.grade_id for e in exercises}
+    exercises, report_notes = _exercises_to_grade(nb, path.name, teacher_path)
+    check_cells, notes = _locate_check_cells(nb, exercises)
+    report_notes += _ungraded_check_notes(nb, exercises)
+    _prepare_check_cells(nb, exercises, check_cells, notes, restore=teacher_path is not None and restore_checks)
+    run = _run_notebook(nb, path.resolve().parent, timeout_per_cell)
+    results = [_exercise_result(e, check_cells.get(e.grade_id), notes[e.grade_id], run) for e in exercises]
+    return GradeReport(path, results, run.seconds, float(timeout_per_cell), run.kernel_problem, nb, teacher_path,
+                       report_notes)
 
-    # Identity: where each exercise's check cell is now. The last copy is graded; the others lose
-    # their nbgrader metadata and run as ordinary cells (nbgrader's DeduplicateIds does the same).
-    graded: dict[str, int] = {}
+
+def _teacher_path(path: Path, teacher: str | Path | None) -> Path | None:
+    """The teacher notebook to grade ``path`` against: ``teacher`` itself, the one
+    :func:`find_teacher_notebook` finds for ``AUTO``, or None. A teacher path that does not exist
+    is a FileNotFoundError (``AUTO`` finding nothing is not: the notebook is graded on its own)."""
+    found = find_teacher_notebook(path) if isinstance(teacher, str) and teacher == AUTO else teacher
+    found = Path(found) if found is not None else None
+    if found is not None and not found.is_file():
+        raise FileNotFoundError(f"teacher notebook {found} does not exist")
+    return found
+
+
+def _exercises_to_grade(nb, name: str, teacher_path: Path | None) -> tuple[list[Exercise], list[str]]:
+    """Step 1: the exercises, read from the teacher notebook, or from the check cells of ``nb``
+    (named ``name``) when there is none; plus notes about the notebook as a whole."""
+    if teacher_path is None:
+        return _exercises_found_in(nb, name)
+    return teacher_exercises(read_notebook(teacher_path), teacher_path.name), []
+
+
+def _locate_check_cells(nb, exercises: list[Exercise]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """Step 2: where each exercise's check cell is in ``nb`` now, found by grade_id, never by position.
+
+    Returns ({grade_id: cell index}, with no entry for a deleted check cell; {grade_id: notes}).
+    Of several cells carrying the same grade_id (copied or split), the LAST one is graded; the others
+    lose their nbgrader metadata (``nb`` is changed) and run as ordinary cells, as nbgrader's
+    ``DeduplicateIds`` does."""
+    check_cells: dict[str, int] = {}
     notes: dict[str, list[str]] = {e.grade_id: [] for e in exercises}
     for e in exercises:
         found = [i for i, c in enumerate(nb.cells) if nbgrader_metadata(c).get("grade_id") == e.grade_id]
         if not found:
             continue
-        graded[e.grade_id] = found[-1]
+        check_cells[e.grade_id] = found[-1]
         for i in found[:-1]:
             nb.cells[i].metadata.pop("nbgrader", None)
         if len(found) > 1:
             notes[e.grade_id].append(f"{len(found)} cells carry this grade_id (cells {found}): graded the last one, "
                                      f"as nbgrader does; the others ran as ordinary cells")
+    return check_cells, notes
+
+
+def _ungraded_check_notes(nb, exercises: list[Exercise]) -> list[str]:
+    """Notes on the check cells of ``nb`` whose grade_id is not an exercise (a cell dressed as a
+    check by the student): they run but earn nothing."""
+    known = {e.grade_id for e in exercises}
+    notes = []
     for i, cell in enumerate(nb.cells):
         gid = nbgrader_metadata(cell).get("grade_id")
         if _is_check_cell(cell) and gid and gid not in known:
-            report_notes.append(f"cell {i} has grade_id {gid!r}, which is not an exercise of the teacher notebook: "
-                                f"it ran but was not graded")
+            notes.append(f"cell {i} has grade_id {gid!r}, which is not an exercise of the teacher notebook: "
+                         f"it ran but was not graded")
+    return notes
+
+
+def _prepare_check_cells(nb, exercises: list[Exercise], check_cells: dict[str, int],
+                         notes: dict[str, list[str]], restore: bool) -> None:
+    """Step 3: with ``restore``, put the teacher's version of each located check cell back in ``nb``
+    (hidden tests included, see :func:`_restore_check`); without it, only note a check cell that
+    is no longer code, since it will not run. Notes go to ``notes[grade_id]``."""
     for e in exercises:
-        index = graded.get(e.grade_id)
+        index = check_cells.get(e.grade_id)
         if index is None:
             continue
-        if teacher_path is not None and restore_checks:
+        if restore:
             notes[e.grade_id] += _restore_check(nb, index, e)
         elif nb.cells[index].cell_type != "code":
             notes[e.grade_id].append(f"the check cell is a {nb.cells[index].cell_type} cell, not code: it did not run")
 
-    replies: dict[int, dict] = {}
 
-    def on_cell_executed(cell, cell_index, execute_reply, **_):
-        replies[cell_index] = (execute_reply or {}).get("content", {})
+def _restore_check(nb, index: int, exercise: Exercise) -> list[str]:
+    """Put the teacher's check cell back at ``nb.cells[index]`` (as nbgrader's autograder does with
+    locked cells); return notes on what differed. Hidden tests come back with it."""
+    import nbformat
 
-    client = NotebookClient(
-        nb, timeout=timeout_per_cell, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
-        error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": f"timed out after {timeout_per_cell:g} s", "traceback": []},
-        record_timing=False, resources={"metadata": {"path": str(path.resolve().parent)}},
-        extra_arguments=["--log-level=ERROR"],  # no "running over TCP without encryption" warnings
-        on_cell_executed=on_cell_executed,
-    )
+    cell, notes = nb.cells[index], []
+    if cell.cell_type != "code":
+        notes.append(f"the check cell had been turned into a {cell.cell_type} cell; graded as code with the "
+                     f"teacher's version")
+        restored = nbformat.v4.new_code_cell(exercise.source, metadata=copy.deepcopy(dict(cell.metadata)))
+        if "id" in cell:
+            restored["id"] = cell["id"]
+        else:
+            restored.pop("id", None)
+        nb.cells[index] = restored
+    elif cell.source.strip() not in (exercise.source.strip(), exercise.public_source.strip()):
+        notes.append("the check cell had been edited; graded with the teacher's version")
+    nb.cells[index].source = exercise.source
+    if exercise.has_hidden_tests:
+        notes.append("hidden tests restored from the teacher version")
+    return notes
+
+
+@dataclass
+class _NotebookRun:
+    """What running a notebook produced: the notebook, ``executed`` in place (outputs filled in);
+    the content of nbclient's execute_reply per code cell index; and, when the kernel died or stayed
+    stuck after a timeout, the cell where the run stopped (``stopped_at``) and why."""
+
+    executed: Any  # NotebookNode
+    timeout_per_cell: float
+    replies: dict[int, dict] = field(default_factory=dict)
+    stopped_at: int | None = None
+    kernel_problem: str | None = None  # e.g. "the kernel died in cell 7; later cells were not run"
+    seconds: float = 0.0
+
+    def record_reply(self, cell, cell_index: int, execute_reply, **_) -> None:
+        """nbclient's ``on_cell_executed`` hook: keep the content of the cell's execute_reply."""
+        self.replies[cell_index] = (execute_reply or {}).get("content", {})
+
+    def timed_out(self, index: int) -> bool:
+        """Whether cell ``index`` ran past the per-cell timeout and was interrupted."""
+        return self.replies.get(index, {}).get("ename") == _TIMEOUT_ENAME
+
+    def reached(self, index: int) -> bool:
+        """Whether the run got as far as cell ``index`` (the cell where it stopped included)."""
+        return self.stopped_at is None or index <= self.stopped_at
+
+    def completed(self, index: int) -> bool:
+        """Whether cell ``index`` is a code cell that ran and returned, with or without an error."""
+        return self.executed.cells[index].cell_type == "code" and self.reached(index) and index != self.stopped_at
+
+    def failure(self, index: int) -> str | None:
+        """Why code cell ``index`` failed, in one line (see :func:`_cell_failure`); None if it did not."""
+        return _cell_failure(self.executed.cells[index], self.replies.get(index), self.timeout_per_cell)
+
+
+def _run_notebook(nb, folder: Path, timeout_per_cell: float) -> _NotebookRun:
+    """Step 4: run the code cells of ``nb`` in place, in order, in a fresh ``python3`` kernel working
+    in ``folder``, with :func:`_kernel_env`. Errors do not stop the run; a cell running longer than
+    ``timeout_per_cell`` seconds is interrupted. The run stops at a cell where the kernel dies, or
+    does not answer after the interrupt."""
+    from nbclient.exceptions import DeadKernelError
+
+    run = _NotebookRun(nb, timeout_per_cell)
+    client = _notebook_client(nb, folder, timeout_per_cell, run.record_reply)
+    code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     start = time.perf_counter()
-    stopped_at, kernel_problem = None, None
     with client.setup_kernel(env=_kernel_env()):
-        count = 0
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            count += 1
+        for count, (index, cell) in enumerate(code_cells, start=1):
             try:
                 client.execute_cell(cell, index, execution_count=count)  # timeout_per_cell applies to every cell
             except DeadKernelError:
-                stopped_at, kernel_problem = index, f"the kernel died in cell {index}; later cells were not run"
+                run.stopped_at, run.kernel_problem = index, f"the kernel died in cell {index}; later cells were not run"
                 break
-            if replies.get(index, {}).get("ename") == _TIMEOUT_ENAME and not _kernel_responds(client):
-                stopped_at = index
-                kernel_problem = f"the kernel did not recover after cell {index} timed out; later cells were not run"
+            if run.timed_out(index) and not _kernel_responds(client):
+                run.stopped_at = index
+                run.kernel_problem = f"the kernel did not recover after cell {index} timed out; later cells were not run"
                 break
-    seconds = time.perf_counter() - start
+    run.seconds = time.perf_counter() - start
+    return run
 
-    def ran(i: int) -> bool:
-        return nb.cells[i].cell_type == "code" and (stopped_at is None or i <= stopped_at)
 
-    def solution_cells(e: Exercise) -> list[int]:
-        return [i for i, c in enumerate(nb.cells) if e.solution_id and nbgrader_metadata(c).get("grade_id") == e.solution_id]
+def _notebook_client(nb, folder: Path, timeout_per_cell: float, on_cell_executed):
+    """An nbclient client for ``nb`` that keeps going after errors and turns a cell running past
+    ``timeout_per_cell`` seconds into an interrupt plus a ``CellTimeout`` error (in the reply too)."""
+    from nbclient import NotebookClient
 
-    def solution_hint(e: Exercise, check_index: int) -> tuple[str | None, str]:
-        """(the first error of the exercise's solution cell(s), a hint about where they are)."""
-        if e.solution_id is None:
-            return None, ""
-        cells = solution_cells(e)
-        if not cells:
-            return None, f"; the solution cell {e.solution_id!r} is missing from the notebook (deleted?)"
-        for i in cells:
-            failure = _cell_failure(nb.cells[i], replies.get(i), timeout_per_cell) if ran(i) and i != stopped_at else None
-            if failure:
-                return f"{failure} (in the solution cell {e.solution_id!r})", ""
-        if all(i > check_index for i in cells):
-            return None, (f"; the check (cell {check_index}) runs before its solution cell {e.solution_id!r} "
-                          f"(cell {cells[0]}): was a cell moved?")
-        return None, ""
+    return NotebookClient(
+        nb, timeout=timeout_per_cell, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
+        error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": f"timed out after {timeout_per_cell:g} s", "traceback": []},
+        record_timing=False, resources={"metadata": {"path": str(folder)}},
+        extra_arguments=["--log-level=ERROR"],  # no "running over TCP without encryption" warnings
+        on_cell_executed=on_cell_executed,
+    )
 
-    results: list[ExerciseResult] = []
-    for e in exercises:
-        index = graded.get(e.grade_id)
-        if index is None:
-            hint = ("" if e.solution_id is None or solution_cells(e)
-                    else f"; its solution cell {e.solution_id!r} is missing too")
-            results.append(ExerciseResult(e.grade_id, "failed", 0.0, e.points,
-                                          f"missing: no check cell with grade_id {e.grade_id!r} in the notebook "
-                                          f"(deleted?){hint}", -1, notes[e.grade_id]))
-            continue
-        cell = nb.cells[index]
-        if stopped_at is not None and index > stopped_at:
-            results.append(ExerciseResult(e.grade_id, "not run", 0.0, e.points, f"not run: {kernel_problem}", index,
-                                          notes[e.grade_id]))
-            continue
-        if cell.cell_type != "code":
-            failure = f"the check cell is a {cell.cell_type} cell and did not run"
-        elif stopped_at == index:
-            failure = kernel_problem
-        else:
-            failure = _cell_failure(cell, replies.get(index), timeout_per_cell)
-        if failure is None:
-            results.append(ExerciseResult(e.grade_id, "passed", e.points, e.points, "", index, notes[e.grade_id]))
-            continue
-        timed_out = replies.get(index, {}).get("ename") == _TIMEOUT_ENAME
-        if timed_out or stopped_at == index or cell.cell_type != "code":
-            message = failure
-        else:
-            solution_failure, hint = solution_hint(e, index)
-            message = (_checker_line(cell) or solution_failure or failure) + hint
-        results.append(ExerciseResult(e.grade_id, "failed", 0.0, e.points, message, index, notes[e.grade_id]))
-    return GradeReport(path, results, seconds, float(timeout_per_cell), kernel_problem, nb, teacher_path, report_notes)
+
+def _kernel_env() -> dict[str, str]:
+    """The grading kernel's environment: this process's, plus grading and fast mode and the repository on PYTHONPATH."""
+    env = dict(os.environ)
+    # Grading mode, read in the kernel by ssd_lib.course.modes.grading_mode(): widgets are not
+    # displayed and no training runs. Fast mode keeps whatever still runs small.
+    env.update(mode_environment(fast=True, grading=True), MPLBACKEND="Agg")
+    # ssd_lib is importable in the kernel even when the package is not installed.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
 
 def _kernel_responds(client, seconds: float = 20) -> bool:
@@ -434,6 +443,98 @@ def _kernel_responds(client, seconds: float = 20) -> bool:
     finally:
         client.timeout = previous
 
+
+def _exercise_result(exercise: Exercise, index: int | None, notes: list[str], run: _NotebookRun) -> ExerciseResult:
+    """Step 5: grade one exercise from the run, its check cell being ``run.executed.cells[index]``
+    (``index`` None: missing). Passed, with all its points, when the check cell ran without error;
+    not run when the run stopped before it; failed otherwise, with a one-line message."""
+    grade_id, max_points = exercise.grade_id, exercise.points
+    if index is None:
+        message = _missing_check_message(exercise, run.executed)
+        return ExerciseResult(grade_id, "failed", 0.0, max_points, message, -1, notes)
+    if not run.reached(index):
+        return ExerciseResult(grade_id, "not run", 0.0, max_points, f"not run: {run.kernel_problem}", index, notes)
+    failure = _check_failure(exercise, index, run)
+    if failure is None:
+        return ExerciseResult(grade_id, "passed", max_points, max_points, "", index, notes)
+    return ExerciseResult(grade_id, "failed", 0.0, max_points, failure, index, notes)
+
+
+def _missing_check_message(exercise: Exercise, nb) -> str:
+    """The message of an exercise whose check cell is not in ``nb``, saying if its solution cell is gone too."""
+    hint = ("" if exercise.solution_id is None or _solution_cells(nb, exercise)
+            else f"; its solution cell {exercise.solution_id!r} is missing too")
+    return f"missing: no check cell with grade_id {exercise.grade_id!r} in the notebook (deleted?){hint}"
+
+
+def _check_failure(exercise: Exercise, index: int, run: _NotebookRun) -> str | None:
+    """Why the check cell ``index`` (reached by the run) failed, as the report says it, or None if it passed.
+
+    A timeout, a dead or stuck kernel, or a check cell that is not code speak for themselves. Otherwise
+    the clearest line wins: the checker's own "❌ ..." line, else the error of the exercise's solution
+    cell, else the check cell's error; plus a hint when the solution cell is missing or below the check."""
+    cell = run.executed.cells[index]
+    if cell.cell_type != "code":
+        return f"the check cell is a {cell.cell_type} cell and did not run"
+    if run.stopped_at == index:
+        return run.kernel_problem
+    failure = run.failure(index)
+    if failure is None or run.timed_out(index):
+        return failure
+    solution_failure, hint = _solution_hint(exercise, index, run)
+    return (_checker_line(cell) or solution_failure or failure) + hint
+
+
+def _solution_cells(nb, exercise: Exercise) -> list[int]:
+    """The indices of the cells of ``nb`` carrying the grade_id of the exercise's solution cell."""
+    return [i for i, c in enumerate(nb.cells)
+            if exercise.solution_id and nbgrader_metadata(c).get("grade_id") == exercise.solution_id]
+
+
+def _solution_hint(exercise: Exercise, check_index: int, run: _NotebookRun) -> tuple[str | None, str]:
+    """(the first error of the exercise's solution cell(s), a hint about where they are): the
+    solution cell is missing, or every copy of it sits below the check cell ``check_index``."""
+    if exercise.solution_id is None:
+        return None, ""
+    cells = _solution_cells(run.executed, exercise)
+    if not cells:
+        return None, f"; the solution cell {exercise.solution_id!r} is missing from the notebook (deleted?)"
+    for i in cells:
+        failure = run.failure(i) if run.completed(i) else None
+        if failure:
+            return f"{failure} (in the solution cell {exercise.solution_id!r})", ""
+    if all(i > check_index for i in cells):
+        return None, (f"; the check (cell {check_index}) runs before its solution cell {exercise.solution_id!r} "
+                      f"(cell {cells[0]}): was a cell moved?")
+    return None, ""
+
+
+def _cell_failure(cell, reply: dict | None, timeout: float) -> str | None:
+    """Why a cell failed (one line), or None if it ran without error."""
+    if reply is not None and reply.get("ename") == _TIMEOUT_ENAME:
+        return f"timed out after {timeout:g} s and was stopped (an endless loop?)"
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    if errors:
+        ename, evalue = errors[0].get("ename", "Error"), errors[0].get("evalue", "")
+    elif reply is not None and reply.get("status") == "error":
+        ename, evalue = reply.get("ename", "Error"), reply.get("evalue", "")
+    else:
+        return None
+    detail = first_line(evalue)
+    if ename == "NotImplementedError" and not detail:
+        detail = "not implemented yet (replace `raise NotImplementedError()` with your code)"
+    return f"{ename}: {detail}" if detail else ename
+
+
+def _checker_line(cell) -> str:
+    """The last "❌ ..." line the checker printed, without the mark."""
+    text = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    lines = [ln.strip() for ln in strip_terminal_colours(text).splitlines() if "❌" in ln]
+    return lines[-1].replace("❌", "", 1).strip() if lines else ""
+
+
+# ---------------------------------------------------------------- command line
 
 def cli(argv: list[str] | None = None) -> int:
     """Run a filled-in course notebook headless and grade each exercise.
@@ -469,5 +570,3 @@ def cli(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(Path(args.json), report.to_dict())
     return 0
-
-# ---------------------------------------------------------------- command line

@@ -181,7 +181,7 @@ class BrokenPiece:
     bug: str
     symptom: str
     fixed: Callable
-    checker: str  # name of the function in ssd_lib.checks
+    checker: str  # name of the function in ssd_lib.course.checks
 
 
 BROKEN_PIECES: tuple[BrokenPiece, ...] = (

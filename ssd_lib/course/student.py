@@ -7,6 +7,9 @@ SOLUTION`` and, right after it, a check cell (nbgrader metadata ``grade: true``,
 would: each solution region becomes nbgrader's own stub (``# YOUR CODE HERE`` /
 ``raise NotImplementedError()``), hidden tests are removed and outputs cleared.
 
+The notebook helpers (:func:`read_notebook`, :func:`cell_source`, :func:`nbgrader_metadata`,
+:func:`replace_regions`, :func:`first_line`, :func:`strip_terminal_colours`) serve the grader too.
+
 Usage::
 
     python -m ssd_lib.course student [--check]     # write / verify notebooks/student/
@@ -28,7 +31,8 @@ from .assets import NOTEBOOK_DIR, NOTEBOOK_GLOB, short_path
 __all__ = [
     "SOLUTION_BEGIN", "SOLUTION_END", "HIDDEN_BEGIN", "HIDDEN_END", "CODE_STUB", "TEXT_STUB",
     "NotebookFormatError", "make_student_notebook", "generate_student_versions", "check_student_versions",
-    "read_notebook", "first_line", "nbgrader_metadata", "cell_source", "replace_regions", "main",
+    "read_notebook", "cell_source", "nbgrader_metadata", "replace_regions", "first_line", "strip_terminal_colours",
+    "main",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -43,27 +47,50 @@ _NOTEBOOK_METADATA_TO_DROP = ("celltoolbar", "widgets")  # nbgrader drops cellto
 
 
 class NotebookFormatError(ValueError):
-    """A teacher notebook whose exercise markers or metadata cannot be turned into a student version."""
+    """A file that is not a readable notebook, or a teacher notebook whose exercise markers or
+    metadata cannot be turned into a student version (or graded)."""
 
 
-def nbgrader_metadata(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+# ---------------------------------------------------------------- notebooks and cells (the grader uses them too)
 
+def read_notebook(path: str | Path):
+    """The notebook at ``path`` as a NotebookNode, read without nbformat's validation (which would
+    invent random ids for cells lacking one): from format 4.5 on, a cell without an id gets one
+    derived from the file name and its index, so what is written from it is deterministic. A file
+    that is not a format-4 Jupyter notebook is a NotebookFormatError naming it."""
+    import nbformat
 
-def _describe_cell(name: str, index: int, cell) -> str:
-    grade_id = nbgrader_metadata(cell).get("grade_id")
-    return f"{name}, cell {index}" + (f" (grade_id {grade_id!r})" if grade_id else "")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NotebookFormatError(f"cannot read notebook {path}: {first_line(str(exc))}") from None
+    if not isinstance(data, dict) or data.get("nbformat") != 4 or not isinstance(data.get("cells"), list):
+        raise NotebookFormatError(f"{path} is not a Jupyter notebook in format 4")
+    nb = nbformat.v4.reads(text)  # joins line lists into strings; no validation, no invented ids
+    if nb.get("nbformat_minor", 0) >= 5:
+        for index, cell in enumerate(nb.cells):
+            if not cell.get("id"):  # deterministic, so the student file does not change at every run
+                cell["id"] = hashlib.sha1(f"{Path(path).name}:{index}".encode()).hexdigest()[:8]
+    return nb
 
 
 def cell_source(cell) -> str:
+    """The cell's source as one string (a notebook file may store it as a list of lines)."""
     src = cell.get("source", "")
     return "".join(src) if isinstance(src, list) else src
+
+
+def nbgrader_metadata(cell) -> dict:
+    """The cell's nbgrader metadata (``grade``, ``solution``, ``grade_id``, ``points``, ...); {} if it has none."""
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
 
 
 def replace_regions(source: str, begin: str, end: str, stub: str | None, where: str) -> tuple[str, bool]:
     """Replace each ``begin``..``end`` region (marker lines included) by ``stub`` indented like the
     begin line, or drop it when ``stub`` is None. Returns (new source, whether a region was found).
-    A marker that is misspelt, nested or unterminated is an error: it would leak the solution."""
+    A marker that is misspelt, nested or unterminated is a NotebookFormatError starting with
+    ``where`` (e.g. "01_boxes.ipynb, cell 7"): it would leak the solution."""
     begin_word, end_word = begin.lstrip("# "), end.lstrip("# ")
     out: list[str] = []
     inside, found = False, False
@@ -89,6 +116,28 @@ def replace_regions(source: str, begin: str, end: str, stub: str | None, where: 
     if inside:
         raise NotebookFormatError(f"{where}: {begin!r} is never closed; add a {end!r} line")
     return "\n".join(out), found
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-blank line of ``text`` without terminal colours, cut at ``limit`` characters."""
+    for line in strip_terminal_colours(text or "").splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return ""
+
+
+def strip_terminal_colours(text: str) -> str:
+    """``text`` without ANSI escape sequences (the colours of tracebacks and checker lines)."""
+    return _ANSI.sub("", text)
+
+
+# ---------------------------------------------------------------- student versions
+
+def _describe_cell(name: str, index: int, cell) -> str:
+    """Where a cell is, for error messages: "01_boxes.ipynb, cell 7 (grade_id 'ex_iou')"."""
+    grade_id = nbgrader_metadata(cell).get("grade_id")
+    return f"{name}, cell {index}" + (f" (grade_id {grade_id!r})" if grade_id else "")
 
 
 def make_student_notebook(nb, name: str = "notebook"):
@@ -128,26 +177,8 @@ def make_student_notebook(nb, name: str = "notebook"):
     return student
 
 
-def read_notebook(path: Path):
-    """Read without nbformat's validation, which would invent random ids for cells lacking one."""
-    import nbformat
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NotebookFormatError(f"cannot read notebook {path}: {first_line(str(exc))}") from None
-    if not isinstance(data, dict) or data.get("nbformat") != 4 or not isinstance(data.get("cells"), list):
-        raise NotebookFormatError(f"{path} is not a Jupyter notebook in format 4")
-    nb = nbformat.v4.reads(text)  # joins line lists into strings; no validation, no invented ids
-    if nb.get("nbformat_minor", 0) >= 5:
-        for index, cell in enumerate(nb.cells):
-            if not cell.get("id"):  # deterministic, so the student file does not change at every run
-                cell["id"] = hashlib.sha1(f"{Path(path).name}:{index}".encode()).hexdigest()[:8]
-    return nb
-
-
 def _notebook_text(nb) -> str:
+    """The file text of ``nb`` as nbformat writes it, ending with a newline."""
     import nbformat
 
     text = nbformat.writes(nb, version=nbformat.NO_CONVERT)  # sorted keys, indent 1: deterministic
@@ -155,12 +186,14 @@ def _notebook_text(nb) -> str:
 
 
 def _resolve_dirs(src_dir, dst_dir) -> tuple[Path, Path]:
+    """(teacher folder, student folder): ``<repo>/notebooks`` and its ``student/`` unless given."""
     src = Path(src_dir) if src_dir is not None else NOTEBOOK_DIR
     dst = Path(dst_dir) if dst_dir is not None else src / "student"
     return src, dst
 
 
 def _expected_student_files(src: Path, dst: Path) -> dict[Path, str]:
+    """{student file: the text it should have} for every course notebook in ``src``."""
     return {dst / path.name: _notebook_text(make_student_notebook(read_notebook(path), path.name))
             for path in sorted(src.glob(NOTEBOOK_GLOB))}
 
@@ -191,17 +224,8 @@ def check_student_versions(src_dir: str | Path | None = None, dst_dir: str | Pat
         stale += [p for p in sorted(dst.glob(NOTEBOOK_GLOB)) if p not in expected]
     return stale
 
-# ---------------------------------------------------------------- grading
 
-
-def first_line(text: str, limit: int = 300) -> str:
-    """The first non-blank line of ``text`` without terminal colours, cut at ``limit`` characters."""
-    for line in _ANSI.sub("", text or "").splitlines():
-        if line.strip():
-            line = line.strip()
-            return line if len(line) <= limit else line[: limit - 3] + "..."
-    return ""
-
+# ---------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m ssd_lib.course student [--check] [--src DIR] [--dst DIR]``."""

@@ -3,7 +3,9 @@
 Every dataset yields ``(image, target)``: image (3, H, W) float32 in [0, 1]; target a dict with
 ``boxes`` (G, 4) float32 pixel xyxy, ``labels`` (G,) int64 in 1..C (0 is background),
 ``difficult`` (G,) bool and ``image_id`` (int). Each has ``.classes`` (background excluded) and an
-optional ``transforms(image, target)``.
+optional ``transforms(image, target)``. Modules: ``shapes`` (the Shapes dataset and its configuration),
+``drawing`` (how a Shapes image is drawn), ``voc``, ``coco``, ``common`` (batching, target helpers),
+``export`` (write a dataset as VOC or COCO files).
 
 Usage::
 
@@ -15,7 +17,8 @@ from .coco import COCODataset
 from .common import (clip_boxes, collate, label_map, labels_from_names, make_target, num_classes_for, read_image,
                      sanitize_boxes)
 from .export import save_image, write_coco, write_voc
-from .shapes import SHAPE_NAMES, ShapesConfig, ShapesDataset, ShapesSample, render_shapes
+from .drawing import SHAPE_NAMES, ShapesSample, render_shapes
+from .shapes import ShapesConfig, ShapesDataset
 from .voc import VOC_CLASSES, VOCDataset, parse_voc_xml
 
 __all__ = [

@@ -1,0 +1,188 @@
+"""Lesson 5 (notebook 05_loss): the MultiBox loss (Sec. 2.2, Eq. 1-3).
+
+``check_smooth_l1`` compares elementwise smooth L1 with ``F.smooth_l1_loss``;
+``check_hard_negative_mining`` the 3:1 negative mask with :func:`ssd_lib.loss.hard_negative_mask`
+(any choice among tied losses passes); ``check_multibox_loss`` the whole loss with ``MultiBoxLoss``.
+
+Usage::
+
+    from ssd_lib.course.checks import check_hard_negative_mining
+    assert check_hard_negative_mining(my_hard_negative_mask)
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
+
+from .harness import (Case, CheckResult, Mismatch, all_close, as_tensor, check_form, compare_number, compare_tensor,
+                      fmt, run, tensor)
+
+
+_SMOOTH_SMALL = "for |x| < 1 smooth L1 is 0.5 * x**2 (quadratic near 0, so the gradient fades smoothly)"
+_SMOOTH_LARGE = "for |x| >= 1 smooth L1 is |x| - 0.5 (linear, so outliers do not dominate); both pieces give 0.5 at |x| = 1"
+
+
+def _smooth_l1_reference(x: Tensor) -> Tensor:
+    return F.smooth_l1_loss(x, torch.zeros_like(x), reduction="none", beta=1.0)
+
+
+def _diagnose_smooth_l1(expected: Tensor, got: Tensor, x: Tensor) -> str:
+    small = x.abs() < 1
+    if not all_close(got[small], expected[small]):
+        return _SMOOTH_SMALL + " (plain |x| is L1)" if all_close(got[small], x[small].abs()) else _SMOOTH_SMALL
+    return _SMOOTH_LARGE + " (0.5 * x**2 everywhere is L2)" if all_close(got[~small], 0.5 * x[~small] ** 2) else _SMOOTH_LARGE
+
+
+def check_smooth_l1(fn: Callable) -> CheckResult:
+    """Check ``smooth_l1(x) -> same shape`` (elementwise, beta = 1) against ``F.smooth_l1_loss(x, 0, reduction="none")``."""
+    g = torch.Generator().manual_seed(0)
+    cases = [
+        Case("x = 0", (tensor([0.0]),), _SMOOTH_SMALL),
+        Case("small values |x| < 1", (tensor([-0.5, 0.25, 0.9]),), _SMOOTH_SMALL),
+        Case("large values |x| > 1", (tensor([-3.0, 1.5, 2.5]),), _SMOOTH_LARGE),
+        Case("|x| = 1, where the pieces meet", (tensor([-1.0, 1.0]),), _SMOOTH_LARGE),
+        Case("2-D input (3, 4): elementwise, no sum", (torch.randn(3, 4, generator=g) * 2,),
+             "smooth L1 here is elementwise: return a tensor of x's shape, no sum or mean"),
+        Case("random values (seed 0)", (torch.randn(50, generator=g) * 3,), _SMOOTH_SMALL + "; " + _SMOOTH_LARGE),
+    ]
+
+    def compare(expected: Tensor, got: Any, args: tuple) -> None:
+        compare_tensor(expected, got, what="smooth L1", diagnose=lambda e, o: _diagnose_smooth_l1(e, o, args[0]),
+                       shape_hint="smooth L1 here is elementwise: return a tensor of x's shape, no sum or mean")
+
+    return run("check_smooth_l1", fn, ("x",), cases, _smooth_l1_reference, compare)
+
+
+_HNM_POSITIVES = ("positives are never negatives: exclude them before ranking (e.g. set their loss to -inf on a copy), "
+                  "or they take places among the hardest")
+_HNM_CAP = ("an image cannot give more negatives than it has: take min(neg_pos_ratio * num_pos, num_neg) and never "
+            "fill up the count with positives")
+_HNM_PER_IMAGE = ("count positives and rank the losses per image (along dim 1): each image gets neg_pos_ratio x its "
+                  "own positives, not a share of the batch's")
+_HNM_COUNT = "each image selects min(neg_pos_ratio * num_pos, num_neg) negatives, those with the highest loss"
+
+
+def _diagnose_negative_counts(counts: Tensor, wanted: Tensor, negatives: Tensor) -> Optional[str]:
+    if torch.equal(counts, negatives):
+        return "select only the hardest negatives, not all of them: " + _HNM_COUNT
+    if len(counts) > 1 and int(counts.sum()) == int(wanted.sum()):
+        return _HNM_PER_IMAGE
+    return None
+
+
+def _compare_hard_negatives(expected: Tensor, got: Any, args: tuple) -> None:
+    """Tie-proof comparison: per image the same count, the same losses selected, and no positive."""
+    conf_loss, positive, ratio = args
+    mask = as_tensor(got, "the mask")
+    check_form(expected, mask, "the mask", "bool", "one entry per box: (B, P), like conf_loss")
+    if bool((mask & positive).any()):
+        b, p = torch.nonzero(mask & positive)[0].tolist()
+        capped = ratio * int(positive[b].sum()) > int((~positive[b]).sum())
+        raise Mismatch(f"box [{b}, {p}] is a positive but your mask selects it", _HNM_CAP if capped else _HNM_POSITIVES)
+    counts, wanted, negatives = mask.sum(dim=1), expected.sum(dim=1), (~positive).sum(dim=1)
+    for b in range(len(mask)):  # a loop over the few images of a case, for a per-image message
+        want, have = int(wanted[b]), int(counts[b])
+        if have != want:
+            raise Mismatch(f"image {b} has {int(positive[b].sum())} positive(s) and {int(negatives[b])} negatives, so it "
+                           f"needs min({ratio:g} x {int(positive[b].sum())}, {int(negatives[b])}) = {want} negatives; "
+                           f"your mask selects {have}", _diagnose_negative_counts(counts, wanted, negatives))
+        chosen, hardest = conf_loss[b][mask[b]].sort().values, conf_loss[b][expected[b]].sort().values
+        if not torch.equal(chosen, hardest):
+            raise Mismatch(f"image {b}: your mask selects negatives with losses {fmt(chosen)}, but the {want} hardest "
+                           f"are {fmt(hardest)}", "sort the negatives' losses in DESCENDING order and keep the first ones")
+
+
+def check_hard_negative_mining(fn: Callable) -> CheckResult:
+    """Check ``hard_negative_mask(conf_loss (B, P), positive (B, P) bool, neg_pos_ratio=3.0) -> (B, P) bool``
+    against :func:`ssd_lib.loss.hard_negative_mask`. Any choice among tied losses is accepted."""
+    g = torch.Generator().manual_seed(0)
+    pos = lambda rows: torch.tensor(rows, dtype=torch.bool)  # noqa: E731
+    random_positive = torch.rand(3, 40, generator=g) < 0.1
+    random_positive[1] = False
+    random_positive[0, 0] = random_positive[2, 5] = True
+    cases = [
+        Case("no positives (zero positives)", (tensor([[0.5, 2.0, 0.1, 1.5, 0.7, 0.3]]), pos([[False] * 6]), 3.0),
+             "an image without positives gets no negatives either: neg_pos_ratio x 0 = 0"),
+        Case("one positive, 7 negatives", (tensor([[0.1, 0.9, 0.3, 2.0, 0.5, 1.2, 0.05, 0.7]]),
+                                           pos([[True] + [False] * 7]), 3.0), _HNM_COUNT),
+        Case("positives have the highest loss", (tensor([[9.0, 1.0, 3.0, 8.0, 0.5, 2.0, 7.0, 4.0, 6.0, 5.0]]),
+                                                 pos([[True, False, False, True] + [False] * 6]), 3.0), _HNM_POSITIVES),
+        Case("only 2 negatives for 3 x 2 positives (cap)", (tensor([[1.0, 3.0, 2.0, 0.5]]),
+                                                               pos([[True, False, True, False]]), 3.0), _HNM_CAP),
+        Case("two images with 1 and 2 positives (per image)",
+             (tensor([[10.0, 11, 12, 13, 14, 15, 16, 0.1], [0.0, 1, 2, 3, 4, 5, 9, 8]]),
+              pos([[False] * 7 + [True], [False] * 6 + [True, True]]), 3.0), _HNM_PER_IMAGE),
+        Case("neg_pos_ratio = 1",
+             (tensor([[0.3, 0.1, 0.8, 0.2, 0.9, 0.4]]), pos([[True, False, False, True, False, False]]), 1.0),
+             "use the neg_pos_ratio argument, not a fixed 3"),
+        Case("tied losses at the cut-off",
+             (tensor([[5.0, 3.0, 3.0, 3.0, 1.0, 0.0, 0.0, 2.0]]), pos([[False] * 7 + [True]]), 3.0),
+             _HNM_COUNT + " (any of the tied boxes may be chosen)"),
+        Case("random batch of 3 images, one without positives (seed 0)",
+             (torch.rand(3, 40, generator=g) * 4, random_positive, 3.0), _HNM_PER_IMAGE),
+    ]
+    return run("check_hard_negative_mining", fn, ("conf_loss", "positive", "neg_pos_ratio"), cases,
+               hard_negative_mask, _compare_hard_negatives)
+
+
+_LOSS = ("L = (L_conf + L_loc) / N (Eq. 1): cross-entropy over positives and mined negatives, smooth L1 over positives, "
+         "both summed, then divided by N, the number of positives in the whole batch")
+_LOSS_NO_POSITIVES = "with N = 0 the loss is 0 (Eq. 1): divide by max(N, 1), or 0 / 0 gives NaN"
+
+
+def _loss_inputs(generator: torch.Generator, positives: list[int], num_boxes: int, num_classes: int) -> tuple:
+    """Random (loc, logits, loc_targets, labels) for one image per entry of ``positives``."""
+    batch = len(positives)
+    loc = torch.randn(batch, num_boxes, 4, generator=generator)
+    logits = torch.randn(batch, num_boxes, num_classes, generator=generator)
+    loc_targets = torch.randn(batch, num_boxes, 4, generator=generator)
+    labels = torch.zeros(batch, num_boxes, dtype=torch.long)
+    for b, n in enumerate(positives):
+        boxes = torch.randperm(num_boxes, generator=generator)[:n]
+        labels[b, boxes] = torch.randint(1, num_classes, (n,), generator=generator)
+    return loc, logits, loc_targets, labels
+
+
+def _multibox_reference(loc: Tensor, logits: Tensor, loc_targets: Tensor, labels: Tensor) -> Tensor:
+    return MultiBoxLoss()(loc, logits, loc_targets, labels).total
+
+
+def _diagnose_loss(value: float, expected: float, labels: Tensor) -> Optional[str]:
+    n = int((labels > 0).sum())
+    if math.isnan(value):
+        return _LOSS_NO_POSITIVES if n == 0 else "the loss is NaN: " + _LOSS
+    if n > 1 and math.isclose(value, expected * n, rel_tol=1e-4):
+        return f"divide by N = {n}, the number of positive default boxes in the batch (Eq. 1)"
+    return None
+
+
+def check_multibox_loss(fn: Callable) -> CheckResult:
+    """Check ``multibox_loss(loc (B, P, 4), logits (B, P, C), loc_targets (B, P, 4), labels (B, P)) -> scalar``
+    against ``MultiBoxLoss()(...).total`` (hard negative mining 3:1, alpha = 1)."""
+    g = torch.Generator().manual_seed(0)
+    differentiable = _loss_inputs(g, [3, 1], 10, 3)
+    differentiable[0].requires_grad_(True)
+    differentiable[1].requires_grad_(True)
+    cases = [
+        Case("one image, 3 positives", _loss_inputs(g, [3], 12, 3), _LOSS),
+        Case("no positives (N = 0)", _loss_inputs(g, [0], 12, 3), _LOSS_NO_POSITIVES),
+        Case("two images, 2 and 4 positives", _loss_inputs(g, [2, 4], 16, 4), _LOSS),
+        Case("random batch of 3 images (seed 0)", _loss_inputs(g, [5, 0, 8], 40, 5), _LOSS),
+        Case("the loss is differentiable", differentiable,
+             "return a tensor computed from loc and logits (no .item(), float() or numpy), so that .backward() works"),
+    ]
+
+    def compare(expected: Tensor, got: Any, args: tuple) -> None:
+        expected_value = float(expected)
+        compare_number(expected_value, got, what="the loss", atol=1e-5, rtol=1e-4,
+                       diagnose=lambda value: _diagnose_loss(value, expected_value, args[3]))
+        if args[0].requires_grad and not (isinstance(got, Tensor) and got.requires_grad):
+            raise Mismatch("your loss is not connected to loc and logits (it has no gradient)")
+
+    return run("check_multibox_loss", fn, ("loc", "logits", "loc_targets", "labels"), cases, _multibox_reference, compare)
