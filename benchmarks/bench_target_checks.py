@@ -1,3 +1,9 @@
+"""What checking a batch once saves: the previous trainer's per-step checks (labels per target, then
+match_batch's per-image checks, then MultiBoxLoss's label check) against ssd_lib.train.batch_targets
+(one check on the CPU batch) + MultiBoxLoss(check_labels=False), timed interleaved in one run.
+
+    .venv/bin/python benchmarks/bench_target_checks.py
+"""
 import time, statistics, torch
 from ssd_lib.model import ModelConfig, build_model
 from ssd_lib.data import ShapesDataset, collate
