@@ -2,7 +2,8 @@
 
 Two steps, both needed:
   1. forced match: every object takes the default box that overlaps it most, even when that
-     IoU is below the threshold, so that no object is left without a default box;
+     IoU is below the threshold, so that no object is left without a default box (when two objects
+     share their best default box, the one listed later keeps it: see :func:`match_ious`);
   2. threshold match: every other default box takes the object it overlaps most, if that IoU
      exceeds the threshold (0.5). The rest are background, label 0.
 
@@ -82,15 +83,18 @@ def match_ious(iou: Tensor, valid: Tensor | None = None, iou_threshold: float = 
     positive = best_iou > iou_threshold
     # Step 1, forced match: each real object's best default box, whatever its IoU.
     best_prior = iou.argmax(dim=2)  # (B, G)
-    batch_idx = torch.arange(B, device=iou.device).unsqueeze(1).expand(B, G)
-    obj_idx = torch.arange(G, device=iou.device).unsqueeze(0).expand(B, G)
-    # Objects are written in increasing index, so if two objects share a best default box
-    # the later one keeps it (the released code's behaviour). Padding rows are skipped (the boolean
-    # masks have data-dependent sizes: on a GPU each of them waits for the device).
-    b, g, p = (batch_idx, obj_idx, best_prior) if valid is None else (batch_idx[valid], obj_idx[valid], best_prior[valid])
-    b, g, p = b.reshape(-1), g.reshape(-1), p.reshape(-1)
-    matched_idx = matched_idx.index_put((b, p), g)
-    positive = positive.index_put((b, p), torch.ones_like(p, dtype=torch.bool))
+    # The tie rule, defined: when several objects share a best default box, the object listed LAST
+    # keeps it (the released code writes the objects in order, so its last write wins). A scatter with
+    # "amax" over the object index says so exactly; writing with repeated indices (index_put) would
+    # leave the winner to the backend. Padding rows scatter -1, which never wins.
+    obj_idx = torch.arange(G, device=iou.device).expand(B, G)
+    if valid is not None:
+        obj_idx = obj_idx.masked_fill(~valid, -1)
+    forced = torch.full((B, P), -1, dtype=torch.long, device=iou.device)
+    forced.scatter_reduce_(1, best_prior, obj_idx, reduce="amax")
+    is_forced = forced >= 0
+    matched_idx = torch.where(is_forced, forced, matched_idx)
+    positive = positive | is_forced
     return matched_idx, positive
 
 

@@ -276,7 +276,7 @@ class ModelConfig:
 
         ``scales``: m + 1 box sizes as fractions of the image (map k gets s_k and
         s'_k = sqrt(s_k s_{k+1})); default: the paper's formula (Eq. 4) with s_min 0.1, s_max 0.9
-        (s_min 0.1 like conv4_3 in the released SSD300), ratios (2, 3) on the coarsest four maps.
+        (s_min 0.1 like conv4_3 in SSD300, Sec. 3.1), ratios (2, 3) on the coarsest four maps.
 
         ``stride4_source=True`` adds a finer first map (stride 4) for tiny objects, with two square
         boxes per cell of 0.06 and sqrt(0.06 * 0.1) of the image (7.7 and 9.9 px at 128 px) in front

@@ -69,12 +69,12 @@ class PriorConfig:
 
     @classmethod
     def ssd300(cls) -> "PriorConfig":
-        """The released SSD300 VOC configuration (authors' Caffe prototxt): 8732 boxes."""
+        """SSD300 as the paper sets it up (Sec. 3.1), in the pixel sizes of the released VOC configuration: 8732 boxes."""
         return cls(
             image_size=300,
             feature_maps=(38, 19, 10, 5, 3, 1),  # conv4_3, fc7, conv8_2 .. conv11_2
             steps=(8, 16, 32, 64, 100, 300),
-            # conv4_3 gets 30 px (scale 0.1), below the paper's s_min = 0.2 (released code).
+            # conv4_3 gets 30 px (scale 0.1), below s_min = 0.2: Sec. 3.1 of the paper says so, as does the released code.
             min_sizes=(30, 60, 111, 162, 213, 264),
             max_sizes=(60, 111, 162, 213, 264, 315),
             aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),  # 4, 6, 6, 6, 4, 4 boxes per cell

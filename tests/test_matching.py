@@ -136,6 +136,27 @@ def test_objects_sharing_a_best_default_box_later_one_keeps_it():
     assert labels.tolist() == [2, 0]
 
 
+@pytest.mark.parametrize("per_image", [True, False])
+def test_the_tie_rule_is_defined_the_last_listed_object_keeps_a_shared_box(per_image):
+    """Three objects whose best default box is box 0, in one image with padding rows (the batch path
+    pads the second image's one object to three): the last listed object keeps box 0 on both paths,
+    whatever their IoUs, and the others fall back to step 2 (box 0 is nobody else's)."""
+    from ssd_lib.matching import _assign
+
+    priors = _priors_from_xyxy([[0.1, 0.1, 0.5, 0.5], [0.7, 0.7, 0.9, 0.9], [0.0, 0.0, 0.2, 0.2]])
+    shared = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.5], [0.1, 0.1, 0.45, 0.48]])  # IoU 1, .95, .81
+    alone = torch.tensor([[0.7, 0.7, 0.9, 0.88]])
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        boxes = [shared[order], alone]
+        matched_idx, positive, _, _ = _assign(boxes, [torch.tensor([1, 2, 3]), torch.tensor([4])], priors, 0.5,
+                                              per_image=per_image)
+        assert positive[0, 0] and matched_idx[0, 0] == 2, (order, matched_idx[0])
+        assert positive[1].tolist() == [False, True, False] and matched_idx[1, 1] == 0
+    iou = torch.tensor([[[0.3, 0.1], [0.2, 0.1], [0.9, 0.9]]])  # a padding row (2) must never take a box
+    idx, pos = match_ious(iou, torch.tensor([[True, True, False]]))
+    assert idx[0, 0] == 1 and pos.tolist() == [[True, False]]
+
+
 def test_no_objects_gives_all_background():
     boxes, labels = match(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), SSD300_PRIORS)
     assert labels.shape == (8732,) and (labels == 0).all()

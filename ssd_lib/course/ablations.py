@@ -107,7 +107,7 @@ def _variant(name: str) -> Variant:
 # ---------------------------------------------------------------- models
 
 def _ratios(spec: str, num_maps: int) -> tuple[tuple[float, ...], ...]:
-    # The finest map gets only ratio 2 (4 boxes), as SSD300's conv4_3 does (released configuration).
+    # The finest map gets only ratio 2 (4 boxes), as SSD300's conv4_3 does (Sec. 3.1).
     if spec == "2,3":
         return ((2,),) + ((2, 3),) * (num_maps - 1)
     if spec == "2":
