@@ -1,6 +1,7 @@
-"""Tests for ssd_lib.course.checks: every checker passes the library's own function and a learner-style
-solution, fails each plausible wrong version (naming the case and giving a targeted hint), and
-reports a learner's exception instead of raising it."""
+"""Tests for ssd_lib.course.checks: every checker passes a learner-style solution (and, with the
+tripwire off, the library's own function), fails each plausible wrong version (naming the case and
+giving a targeted hint), reports a learner's exception instead of raising it, and fails every
+solution that delegates to the library function or torchvision twin it asks the learner to write."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 
 from ssd_lib.course import checks
+from ssd_lib.course.checks.tripwire import FORBIDDEN, reference_allowed
 from ssd_lib.augment import RandomHorizontalFlip
 from ssd_lib.boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
@@ -171,7 +173,7 @@ def my_multibox_loss(loc, logits, loc_targets, labels, divide=True, guard=True):
     n = positive.sum()
     loc_loss = F.smooth_l1_loss(loc[positive], loc_targets[positive], reduction="sum")
     ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
-    conf_loss = ce[positive | hard_negative_mask(ce, positive)].sum()
+    conf_loss = ce[positive | my_hard_negative_mask(ce.detach(), positive)].sum()  # the learner's own mining
     total = conf_loss + loc_loss
     if divide:
         total = total / (n.clamp(min=1) if guard else n)
@@ -296,7 +298,8 @@ def _name(fn) -> str:
 
 @pytest.mark.parametrize("checker", list(LIBRARY), ids=lambda c: c.__name__)
 def test_library_function_passes(checker, capsys):
-    result = checker(LIBRARY[checker])
+    with reference_allowed():
+        result = checker(LIBRARY[checker])
     assert result.passed, result.message
     assert bool(result) and result.name == checker.__name__
     assert capsys.readouterr().out == result.message + "\n"  # printed once, the same line
@@ -354,11 +357,11 @@ def test_exception_message_points_at_the_learners_line():
 
 
 def test_numpy_and_list_results_are_accepted():
-    assert checks.check_iou(lambda a, b: torchvision.ops.box_iou(a, b).numpy())
-    assert checks.check_nms(lambda boxes, scores, t: torchvision.ops.nms(boxes, scores, t).tolist())
-    assert checks.check_scales(lambda m, lo=0.2, hi=0.9: np.array(paper_scales(m, lo, hi)))
-    assert checks.check_multibox_loss(lambda *args: lib_multibox_loss(*args) if args[0].requires_grad
-                                      else lib_multibox_loss(*args).item())
+    assert checks.check_iou(lambda a, b: iou(a, b).numpy())
+    assert checks.check_nms(lambda boxes, scores, t: my_nms(boxes, scores, t).tolist())
+    assert checks.check_scales(lambda m, lo=0.2, hi=0.9: np.array(scales(m, lo, hi)))
+    assert checks.check_multibox_loss(lambda *args: my_multibox_loss(*args) if args[0].requires_grad
+                                      else my_multibox_loss(*args).item())
 
 
 def test_match_with_greater_or_equal_passes():
@@ -371,26 +374,26 @@ def test_match_with_greater_or_equal_passes():
 
 def test_hard_negative_ties_accept_any_choice():
     def last_among_ties(conf_loss, positive, neg_pos_ratio=3.0):  # breaks ties the other way round
-        flipped = hard_negative_mask(conf_loss.flip(1), positive.flip(1), neg_pos_ratio)
+        flipped = my_hard_negative_mask(conf_loss.flip(1), positive.flip(1), neg_pos_ratio)
         return flipped.flip(1)
 
     assert checks.check_hard_negative_mining(last_among_ties)
 
 
 def test_bool_mask_dtype_matters():
-    result = checks.check_hard_negative_mining(lambda *args: hard_negative_mask(*args).long())
+    result = checks.check_hard_negative_mining(lambda *args: my_hard_negative_mask(*args).long())
     assert not result.passed and "bool" in result.message
 
 
 def test_integer_labels_required():
-    result = checks.check_match(lambda *args: (match(*args)[0], match(*args)[1].float()))
+    result = checks.check_match(lambda *args: (my_match(*args)[0], my_match(*args)[1].float()))
     assert not result.passed and "integer labels" in result.message
 
 
 def test_modifying_an_input_is_reported():
     def mask_in_place(conf_loss, positive, neg_pos_ratio=3.0):
         conf_loss[positive] = float("-inf")
-        return hard_negative_mask(conf_loss, positive, neg_pos_ratio)
+        return my_hard_negative_mask(conf_loss, positive, neg_pos_ratio)
 
     result = checks.check_hard_negative_mining(mask_in_place)
     assert not result.passed and "changed its input `conf_loss` in place" in result.message
@@ -398,13 +401,13 @@ def test_modifying_an_input_is_reported():
 
 def test_returning_none_and_wrong_shape_are_explained():
     assert "forget the `return`" in checks.check_smooth_l1(lambda x: None).message
-    result = checks.check_iou(lambda a, b: torchvision.ops.box_iou(a, b).T)
+    result = checks.check_iou(lambda a, b: iou(a, b).T)
     assert "case '2 x 3 pairs'" in result.message and "shape (2, 3), got shape (3, 2)" in result.message
     assert "boxes_a[:, None, :]" in result.message
 
 
 def test_loss_must_stay_differentiable():
-    result = checks.check_multibox_loss(lambda *args: lib_multibox_loss(*args).item())
+    result = checks.check_multibox_loss(lambda *args: my_multibox_loss(*args).item())
     assert not result.passed and "the loss is differentiable" in result.message and ".item()" in result.message
 
 
@@ -507,7 +510,8 @@ LAB_WRONG = [
 
 @pytest.mark.parametrize("checker", list(LAB_LIBRARY), ids=lambda c: c.__name__)
 def test_lab_reference_and_learner_solutions_pass(checker, capsys):
-    result = checker(LAB_LIBRARY[checker])
+    with reference_allowed():
+        result = checker(LAB_LIBRARY[checker])
     assert result.passed, result.message
     assert capsys.readouterr().out == result.message + "\n"
     assert checker(LAB_LEARNER[checker]).passed
@@ -527,10 +531,158 @@ def test_lab_checkers_report_exceptions(checker):
 
 @pytest.mark.parametrize("piece", lab.BROKEN_PIECES, ids=lambda p: p.name)
 def test_each_broken_piece_fails_its_checker_and_its_fix_passes(piece, capsys):
+    """The lab's pieces are the course's own code (some wrap library functions), so the tripwire is off."""
     checker = getattr(checks, piece.checker)
-    broken = checker(piece.function)
+    with reference_allowed():
+        broken = checker(piece.function)
     assert not broken.passed, f"{piece.name} ({piece.bug}) passed {piece.checker}"
     assert "Hint: " in broken.message and "not implemented" not in broken.message
     assert "raised" not in broken.message, broken.message  # it fails on its values, not by crashing
-    fixed = checker(piece.fixed)
+    with reference_allowed():
+        fixed = checker(piece.fixed)
     assert fixed.passed, fixed.message
+
+
+# ------------------------------------------------------------------ the tripwire: no credit for calling the answer
+
+from torchvision.models.detection._utils import BoxCoder  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
+
+import ssd_lib.boxes  # noqa: E402
+from ssd_lib.course.ablations import compare_runs  # noqa: E402
+from ssd_lib.export import predict_with, same_detections  # noqa: E402
+
+DELEGATING_LIBRARY = {**LIBRARY, **LAB_LIBRARY, checks.check_compare_runs: compare_runs,
+                      checks.check_predict_with: predict_with, checks.check_same_detections: same_detections}
+
+
+def _coder(variances):
+    return BoxCoder(weights=(1 / variances[0], 1 / variances[0], 1 / variances[1], 1 / variances[1]))
+
+
+# (checker, a solution that hands the work to a twin, the forbidden function its message must name)
+DELEGATING_TWINS = [
+    (checks.check_iou, lambda a, b: ssd_lib.boxes.box_iou(a, b), "ssd_lib.boxes.box_iou"),
+    (checks.check_iou, lambda a, b: torchvision.ops.box_iou(a, b), "torchvision.ops.boxes.box_iou"),
+    (checks.check_xyxy_to_cxcywh, lambda b: torchvision.ops.box_convert(b, "xyxy", "cxcywh"), "box_convert"),
+    (checks.check_encode, lambda m, p, v=(0.1, 0.2): _coder(v).encode_single(m, cxcywh_to_xyxy(p)), "encode_single"),
+    (checks.check_decode, lambda o, p, v=(0.1, 0.2): _coder(v).decode_single(o, cxcywh_to_xyxy(p)), "decode_single"),
+    (checks.check_smooth_l1, lambda x: torch.nn.SmoothL1Loss(reduction="none")(x, torch.zeros_like(x)),
+     "SmoothL1Loss.forward"),
+    (checks.check_smooth_l1, lambda x: F.huber_loss(x, torch.zeros_like(x), reduction="none"), "huber_loss"),
+    (checks.check_smooth_l1, lambda x: torch._C._nn.smooth_l1_loss(x, torch.zeros_like(x), 0, 1.0), "smooth_l1_loss"),
+    (checks.check_nms, lambda b, s, t: torchvision.ops.batched_nms(b, s, torch.zeros(len(s), dtype=torch.long), t),
+     "batched_nms"),
+    (checks.check_nms, lambda b, s, t: torch.ops.torchvision.nms(b, s, t), "nms"),
+    (checks.check_hflip, lambda image, boxes: (TF.horizontal_flip(image), hflip(image, boxes)[1]), "horizontal_flip"),
+    (checks.check_multibox_loss, lambda *args: lib_multibox_loss(*args), "MultiBoxLoss.forward"),
+    (checks.check_multibox_loss, lambda *args: _loss_with_library_mining(*args), "ssd_lib.loss.hard_negative_mask"),
+]
+
+
+def _loss_with_library_mining(loc, logits, loc_targets, labels):
+    """The full-loss exercise includes the mining: the library's hard_negative_mask is off limits there."""
+    positive = labels > 0
+    ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
+    chosen = positive | hard_negative_mask(ce.detach(), positive)
+    loc_loss = F.smooth_l1_loss(loc[positive], loc_targets[positive], reduction="sum")
+    return (ce[chosen].sum() + loc_loss) / positive.sum().clamp(min=1)
+
+
+def test_every_checker_has_a_tripwire():
+    assert set(FORBIDDEN) == {name for name in checks.__all__ if name.startswith("check_")}
+    assert set(DELEGATING_LIBRARY) == {getattr(checks, name) for name in FORBIDDEN}
+    for forbid in FORBIDDEN.values():
+        assert forbid.names() and forbid.allowed and forbid.task
+
+
+@pytest.mark.parametrize("checker", list(DELEGATING_LIBRARY), ids=lambda c: c.__name__)
+def test_handing_in_the_library_function_fails(checker):
+    """Handing in the reference itself, an alias of it, or a lambda that calls it, all fail with the tripwire's message."""
+    reference = DELEGATING_LIBRARY[checker]
+    for solution in (reference, functools.partial(reference), lambda *args: reference(*args)):
+        result = checker(solution)
+        assert not result.passed, result.message
+        assert result.message.startswith(f"❌ {checker.__name__}: case '"), result.message
+        assert "asks you to write" in result.message and "yourself" in result.message, result.message
+        assert "allowed here: " in result.message, result.message
+
+
+@pytest.mark.parametrize("checker, solution, name", DELEGATING_TWINS,
+                         ids=[f"{c.__name__}-{n}" for c, _, n in DELEGATING_TWINS])
+def test_handing_the_work_to_a_twin_fails_and_names_it(checker, solution, name):
+    result = checker(solution)
+    assert not result.passed and "asks you to write" in result.message, result.message
+    called = result.message.split("your function called `", 1)[1].split("`", 1)[0]
+    assert called.endswith(name), result.message
+
+
+def test_catching_the_tripwire_does_not_help():
+    def sneaky_iou(boxes_a, boxes_b):
+        try:
+            return torchvision.ops.box_iou(boxes_a, boxes_b)
+        except Exception:
+            return torchvision.ops.box_iou(boxes_a, boxes_b)  # the profile is off now: this call answers
+
+    result = checks.check_iou(sneaky_iou)
+    assert not result.passed and "called `torchvision.ops.boxes.box_iou`" in result.message
+
+
+def test_switching_the_tracing_off_fails():
+    import sys
+
+    def unplugged_iou(boxes_a, boxes_b):
+        sys.setprofile(None)
+        return torchvision.ops.box_iou(boxes_a, boxes_b)
+
+    result = checks.check_iou(unplugged_iou)
+    assert not result.passed and "switched off the check's call tracing" in result.message
+
+
+def test_tripwire_is_scoped_to_the_learners_call():
+    import sys
+
+    def outer_profile(frame, event, arg):
+        return None
+
+    sys.setprofile(outer_profile)
+    try:
+        assert not checks.check_iou(torchvision.ops.box_iou).passed
+        assert sys.getprofile() is outer_profile  # put back after each case
+    finally:
+        sys.setprofile(None)
+    assert torchvision.ops.box_iou(torch.zeros(1, 4), torch.ones(1, 4)).shape == (1, 1)  # works outside a check
+    assert checks.check_iou(iou).passed  # and a check after a tripped one is not affected
+
+
+# (checker, a learner-style solution that uses helpers the exercise permits)
+PERMITTED = [
+    (checks.check_match, my_match, "box_iou via torchvision.ops"),
+    (checks.check_match, lambda g, lab, p, t=0.5: _match_with_library_iou(g, lab, p, t), "ssd_lib.boxes.box_iou"),
+    (checks.check_encode, my_encode, "xyxy_to_cxcywh"),
+    (checks.check_default_boxes, lambda cfg: my_default_boxes(cfg), "conversions"),
+    (checks.check_nms, my_nms, "torchvision.ops.box_iou"),
+    (checks.check_multibox_loss, my_multibox_loss, "F.smooth_l1_loss, F.cross_entropy, own mining"),
+]
+
+
+def _match_with_library_iou(gt_boxes, gt_labels, priors_cxcywh, iou_threshold=0.5):
+    iou = ssd_lib.boxes.box_iou(gt_boxes, cxcywh_to_xyxy(priors_cxcywh))
+    matched = torch.zeros(len(priors_cxcywh), 4)
+    labels = torch.zeros(len(priors_cxcywh), dtype=torch.long)
+    if len(gt_boxes) == 0:
+        return matched, labels
+    best_iou, best_gt = iou.max(dim=0)
+    for g in range(len(gt_boxes)):
+        best_iou[iou[g].argmax()] = 2.0
+        best_gt[iou[g].argmax()] = g
+    positive = best_iou >= iou_threshold
+    matched = gt_boxes[best_gt]
+    labels = torch.where(positive, gt_labels[best_gt], torch.zeros_like(labels))
+    return matched, labels
+
+
+@pytest.mark.parametrize("checker, solution, helpers", PERMITTED, ids=[f"{c.__name__}-{h}" for c, _, h in PERMITTED])
+def test_solutions_that_use_the_permitted_helpers_pass(checker, solution, helpers):
+    result = checker(solution)
+    assert result.passed, result.message

@@ -453,8 +453,10 @@ def _notebook_predict_with(run_network, images, priors_cxcywh, image_size, score
 
 def test_check_predict_with_passes_the_library_and_a_learner_and_catches_mistakes(capsys):
     from ssd_lib.course.checks import check_predict_with
+    from ssd_lib.course.checks.tripwire import reference_allowed
 
-    assert check_predict_with(predict_with)
+    with reference_allowed():
+        assert check_predict_with(predict_with)
     assert check_predict_with(_notebook_predict_with)
     no_norm = check_predict_with(lambda *a: _notebook_predict_with(*a, normalise=False))
     pixels = check_predict_with(lambda *a: _notebook_predict_with(*a, to_pixels=False))
@@ -484,8 +486,10 @@ def _learner_same(det_a, det_b, size, box_tol=1e-3, score_tol=1e-4, pair_up=True
 
 def test_check_same_detections_passes_pairing_and_catches_unsorted_comparison(capsys):
     from ssd_lib.course.checks import check_same_detections
+    from ssd_lib.course.checks.tripwire import reference_allowed
 
-    assert check_same_detections(same_detections)
+    with reference_allowed():
+        assert check_same_detections(same_detections)
     assert check_same_detections(_learner_same)
     unsorted = check_same_detections(lambda *a: _learner_same(*a, pair_up=False))
     assert not unsorted and "order" in unsorted.message

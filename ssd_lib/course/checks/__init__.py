@@ -7,7 +7,9 @@ first case that fails. It prints one line, either ``✅ check_iou passed: 10 cas
 ``❌ check_iou: case 'disjoint boxes' (...): expected ..., got .... Hint: ...``, and returns a
 :class:`CheckResult` that is truthy when every case passed. It never raises: an exception in the
 learner's code is reported with its type and message. It also checks the shape and dtype of the
-result and that the learner's function leaves its inputs unchanged.
+result and that the learner's function leaves its inputs unchanged. And it gives no credit for
+calling the answer: while the learner's function runs, the library function the exercise asks for
+and its torchvision twin fail the check (:mod:`.tripwire`; each exercise's text says what is allowed).
 
 Usage (the check cell after an exercise)::
 

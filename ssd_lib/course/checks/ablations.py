@@ -18,7 +18,7 @@ import numpy as np
 from ssd_lib.course.ablations import compare_runs
 
 from .harness import Case, CheckResult, Mismatch, as_bool, compare_number, run, unpack
-
+from .tripwire import Forbid
 
 _NOISE_RULE = ("difference = mean(variant) - mean(baseline); noise = 2 * sqrt(s_b**2 / n_b + s_v**2 / n_v) with s the "
                "SAMPLE standard deviation (np.std(values, ddof=1)) and n the number of seeds; within_noise = "
@@ -44,6 +44,10 @@ def _random_runs(seed: int) -> tuple:
     shift = rng.normal(0, 0.05)
     return ([round(float(x), 4) for x in base + rng.normal(0, 0.02, n_b)],
             [round(float(x), 4) for x in base + shift + rng.normal(0, 0.02, n_v)])
+
+
+_COMPARE_RUNS_FORBID = Forbid("check_compare_runs", "the noise test", (compare_runs,),
+                              "numpy operations (mean, var with ddof=1) and math.sqrt")
 
 
 def check_compare_runs(fn: Callable) -> CheckResult:
@@ -76,4 +80,4 @@ def check_compare_runs(fn: Callable) -> CheckResult:
                            "compare the SIZE of the difference with the noise: abs(difference) <= noise"
                            if expected[0] < 0 and within else None)
 
-    return run("check_compare_runs", fn, ("baseline", "variant"), cases, compare_runs, compare)
+    return run("check_compare_runs", fn, ("baseline", "variant"), cases, compare_runs, compare, _COMPARE_RUNS_FORBID)

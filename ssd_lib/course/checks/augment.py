@@ -13,12 +13,16 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torchvision.transforms.functional as tv_F
+import torchvision.transforms.v2.functional as tv_F2
 from torch import Tensor
+from torchvision.transforms import _functional_tensor as tv_F_tensor
 
+import ssd_lib.augment.geometric
 from ssd_lib.augment import RandomHorizontalFlip
 
 from .harness import Case, CheckResult, all_close, compare_tensor, random_boxes, run, tensor, unpack
-
+from .tripwire import Forbid
 
 _FLIP = "mirror the image along its width (image.flip(-1)) and the boxes with x1' = W - x2, x2' = W - x1; y is unchanged"
 
@@ -45,6 +49,13 @@ def _diagnose_flip_boxes(expected: Tensor, got: Tensor) -> str:
     return _FLIP
 
 
+_HFLIP_FORBID = Forbid("check_hflip", "the horizontal flip", (
+    RandomHorizontalFlip.apply, RandomHorizontalFlip.forward, ssd_lib.augment.geometric._flip_boxes,
+    tv_F2.horizontal_flip, tv_F2.horizontal_flip_image, tv_F2.horizontal_flip_bounding_boxes, tv_F.hflip,
+    tv_F_tensor.hflip),
+    "torch operations (Tensor.flip, indexing, arithmetic, clone)")
+
+
 def check_hflip(fn: Callable) -> CheckResult:
     """Check ``hflip(image (3, H, W), boxes (G, 4) pixel xyxy) -> (image, boxes)`` against
     ``ssd_lib.augment.RandomHorizontalFlip`` when it flips."""
@@ -68,4 +79,4 @@ def check_hflip(fn: Callable) -> CheckResult:
         compare_tensor(expected[1], boxes, what="the boxes", diagnose=_diagnose_flip_boxes,
                        shape_hint="one box per input box: (G, 4)")
 
-    return run("check_hflip", fn, ("image", "boxes"), cases, _hflip_reference, compare)
+    return run("check_hflip", fn, ("image", "boxes"), cases, _hflip_reference, compare, _HFLIP_FORBID)

@@ -14,13 +14,17 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torchvision.ops._box_convert as tv_box_convert
+import torchvision.ops.boxes as tv_boxes
 from torch import Tensor
 from torchvision.ops import box_iou
 
+import ssd_lib.boxes
+import ssd_lib.matching
 from ssd_lib.boxes import xyxy_to_cxcywh
 
 from .harness import Case, CheckResult, all_close, compare_tensor, random_boxes, run, tensor
-
+from .tripwire import Forbid
 
 _IOU_UNION = ("IoU = intersection / union with union = area_a + area_b - intersection (the overlap is counted "
               "once); a box with itself has IoU 1")
@@ -29,6 +33,11 @@ _IOU_CLAMP = ("boxes that do not overlap have IoU 0: clamp the intersection's wi
 _IOU_PAIRS = ("result[i, j] is the IoU of boxes_a[i] with boxes_b[j], shape (N, M): broadcast boxes_a[:, None, :] "
               "against boxes_b[None, :, :] to get every pair")
 _IOU_EMPTY = "with no boxes on one side the result is an empty (N, M) tensor; broadcasting gives it with no special case"
+
+
+_IOU_FORBID = Forbid("check_iou", "the IoU", (
+    ssd_lib.boxes.box_iou, ssd_lib.matching.pairwise_iou, tv_boxes.box_iou, tv_boxes._box_inter_union),
+    "torch operations (torch.maximum, torch.minimum, clamp, broadcasting with None)")
 
 
 def check_iou(fn: Callable) -> CheckResult:
@@ -53,7 +62,7 @@ def check_iou(fn: Callable) -> CheckResult:
     def compare(expected: Tensor, got: Any, args: tuple) -> None:
         compare_tensor(expected, got, what="the IoU matrix", shape_hint=_IOU_PAIRS)
 
-    return run("check_iou", fn, ("boxes_a", "boxes_b"), cases, box_iou, compare)
+    return run("check_iou", fn, ("boxes_a", "boxes_b"), cases, box_iou, compare, _IOU_FORBID)
 
 
 _CXCYWH = "(cx, cy, w, h) = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)"
@@ -65,6 +74,11 @@ def _diagnose_cxcywh(expected: Tensor, got: Tensor) -> str:
     if all_close(got[..., 2:], expected[..., [3, 2]]):
         return "w and h are swapped: the order is (cx, cy, w, h) with w = x2 - x1 (along x) before h = y2 - y1"
     return "the size is w = x2 - x1 and h = y2 - y1: " + _CXCYWH
+
+
+_CXCYWH_FORBID = Forbid("check_xyxy_to_cxcywh", "the corner-to-centre conversion", (
+    ssd_lib.boxes.xyxy_to_cxcywh, tv_boxes.box_convert, tv_box_convert._box_xyxy_to_cxcywh),
+    "torch operations (indexing, unbind, torch.stack, torch.cat)")
 
 
 def check_xyxy_to_cxcywh(fn: Callable) -> CheckResult:
@@ -83,4 +97,4 @@ def check_xyxy_to_cxcywh(fn: Callable) -> CheckResult:
         compare_tensor(expected, got, what="the cxcywh boxes", diagnose=_diagnose_cxcywh,
                        shape_hint="one (cx, cy, w, h) row per box: stack the four columns with torch.stack(..., dim=-1)")
 
-    return run("check_xyxy_to_cxcywh", fn, ("boxes",), cases, xyxy_to_cxcywh, compare)
+    return run("check_xyxy_to_cxcywh", fn, ("boxes",), cases, xyxy_to_cxcywh, compare, _CXCYWH_FORBID)

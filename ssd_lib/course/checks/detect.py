@@ -13,13 +13,17 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torchvision.ops.boxes as tv_boxes
 from torch import Tensor
+from torchvision.models.detection import _utils as tv_det_utils
 from torchvision.ops import box_iou, nms
 
+import ssd_lib.boxes
+import ssd_lib.detect
 from ssd_lib.boxes import decode, encode, xyxy_to_cxcywh
 
 from .harness import Case, CheckResult, Mismatch, all_close, as_tensor, compare_tensor, fmt, random_boxes, run, tensor
-
+from .tripwire import Forbid
 
 _DECODE = ("invert encode: cx = d_cx + tx * variances[0] * d_w, w = d_w * exp(tw * variances[1]) (likewise y, h), "
            "then convert (cx, cy, w, h) to corners")
@@ -34,6 +38,11 @@ def _diagnose_decode(expected: Tensor, got: Tensor, args: tuple) -> str:
     if all_close(got, decode(offsets, priors, (1.0, 1.0))):
         return "multiply the offsets by the variances: tx * variances[0], tw * variances[1]"
     return _DECODE
+
+
+_DECODE_FORBID = Forbid("check_decode", "the decoding (Eq. 2 undone)", (
+    ssd_lib.boxes.decode, tv_det_utils.BoxCoder.decode, tv_det_utils.BoxCoder.decode_single),
+    "torch operations (torch.exp, torch.cat, indexing) and the box conversions (ssd_lib.boxes.cxcywh_to_xyxy)")
 
 
 def check_decode(fn: Callable) -> CheckResult:
@@ -57,7 +66,7 @@ def check_decode(fn: Callable) -> CheckResult:
         compare_tensor(expected, got, what="the decoded boxes", diagnose=lambda e, o: _diagnose_decode(e, o, args),
                        shape_hint="one xyxy box per default box: (P, 4)")
 
-    return run("check_decode", fn, ("offsets", "priors_cxcywh", "variances"), cases, decode, compare)
+    return run("check_decode", fn, ("offsets", "priors_cxcywh", "variances"), cases, decode, compare, _DECODE_FORBID)
 
 
 _NMS = ("visit the boxes by decreasing score; keep a box unless it overlaps an already KEPT box with IoU > iou_threshold; "
@@ -78,6 +87,14 @@ def _diagnose_nms(expected: list[int], got: list[int], boxes: Tensor, threshold:
     if bool((iou == threshold).any()):
         return _NMS_STRICT
     return _NMS_CHAIN
+
+
+_NMS_FORBID = Forbid("check_nms", "non-maximum suppression", (
+    tv_boxes.nms, tv_boxes.batched_nms, tv_boxes._batched_nms_vanilla, tv_boxes._batched_nms_coordinate_trick,
+    torch.ops.torchvision.nms._op, ssd_lib.detect.detect, ssd_lib.detect.detect_decoded, ssd_lib.detect._select,
+    ssd_lib.detect._nms_prefix),
+    "torch operations (argsort, indexing, comparisons, a Python loop) and an IoU (yours, ssd_lib.boxes.box_iou or "
+    "torchvision.ops.box_iou)")
 
 
 def check_nms(fn: Callable) -> CheckResult:
@@ -117,7 +134,7 @@ def check_nms(fn: Callable) -> CheckResult:
             raise Mismatch(f"expected kept indices {fmt(expected)}, got {fmt(keep)}",
                            _diagnose_nms(expected.tolist(), keep.tolist(), args[0], args[2]))
 
-    return run("check_nms", fn, ("boxes", "scores", "iou_threshold"), cases, nms, compare)
+    return run("check_nms", fn, ("boxes", "scores", "iou_threshold"), cases, nms, compare, _NMS_FORBID)
 
 
 def _clusters(generator: torch.Generator, n: int, k: int = 4) -> tuple[Tensor, Tensor]:

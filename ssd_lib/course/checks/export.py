@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import ssd_lib.export.compare
 from ssd_lib.data import ShapesDataset
 from ssd_lib.export import match_detections, predict_with, same_detections
 from ssd_lib.model import ssd_small
 
 from .harness import Case, CheckResult, Mismatch, as_bool, as_tensor, fmt, random_boxes, run
-
+from .tripwire import Forbid
 
 _PREDICT_STEPS = ("the deployed path must do exactly what evaluate.predict does: resize each image to image_size "
                   "(bilinear, align_corners=False, no antialias), normalise with the ImageNet mean and std, run the "
@@ -125,6 +126,10 @@ def _diagnose_predict(expected: dict, got: dict, size: tuple[int, int]) -> Optio
     return None
 
 
+_PREDICT_WITH_FORBID = Forbid("check_predict_with", "the prediction loop", (predict_with,),
+                              "torch operations, F.interpolate, ssd_lib.detect.detect and scale_detections")
+
+
 def check_predict_with(fn: Callable) -> CheckResult:
     """Check ``predict_with(run_network, images, priors_cxcywh, image_size, score_threshold=0.01) -> list of
     {"boxes" (D, 4) pixel xyxy, "scores", "labels"}`` against :func:`ssd_lib.export.predict_with`, with a
@@ -163,7 +168,7 @@ def check_predict_with(fn: Callable) -> CheckResult:
                                f"(best: box {fmt(have['boxes'][:1])})", _diagnose_predict(want, have, size))
 
     return run("check_predict_with", fn, ("run_network", "images", "priors_cxcywh", "image_size", "score_threshold"),
-               cases, predict_with, compare)
+               cases, predict_with, compare, _PREDICT_WITH_FORBID)
 
 
 def _dets(rows: list, size: tuple[int, int] = (1.0, 1.0)) -> _Detections:
@@ -172,6 +177,11 @@ def _dets(rows: list, size: tuple[int, int] = (1.0, 1.0)) -> _Detections:
     table = torch.tensor(rows, dtype=torch.float64).reshape(-1, 6)
     boxes = (table[:, :4] * torch.tensor([width, height, width, height], dtype=torch.float64)).float()
     return _Detections(boxes=boxes, scores=table[:, 4].float(), labels=table[:, 5].long())
+
+
+_SAME_DETECTIONS_FORBID = Forbid("check_same_detections", "the comparison of two detection sets", (
+    same_detections, match_detections, ssd_lib.export.compare.compare_detections),
+    "torch operations, an IoU (yours, ssd_lib.boxes.box_iou or torchvision.ops.box_iou) and Python loops")
 
 
 def check_same_detections(fn: Callable) -> CheckResult:
@@ -219,4 +229,4 @@ def check_same_detections(fn: Callable) -> CheckResult:
             raise Mismatch(f"expected {expected}, got {same}", None)
 
     return run("check_same_detections", fn, ("det_a", "det_b", "size", "box_tol", "score_tol"), cases,
-               same_detections, compare)
+               same_detections, compare, _SAME_DETECTIONS_FORBID)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .tripwire import Forbid, watching
+
 
 @dataclass
 class CheckResult:
@@ -75,14 +77,17 @@ Compare = Callable[[Any, Any, tuple], None]  # (expected, got, case args) -> Non
 
 
 def run(name: str, fn: Any, arg_names: Sequence[str], cases: list[Case], reference: Callable,
-        compare: Compare) -> CheckResult:
-    """Run ``cases`` in order; the first failure ends the check. Prints and returns the result."""
+        compare: Compare, forbid: Optional[Forbid] = None) -> CheckResult:
+    """Run ``cases`` in order; the first failure ends the check. Prints and returns the result.
+
+    ``forbid`` names the functions that would answer the exercise for the learner: calling one of
+    them fails the case (see :mod:`.tripwire`)."""
     if not callable(fn):
         message = (f"expected your function, got {type(fn).__name__}. Hint: pass the function itself, "
                    f"e.g. `{name}(my_function)`, not the result of calling it")
         return _finish(name, False, message)
     for case in cases:
-        failure = _run_case(fn, arg_names, case, reference, compare)
+        failure = _run_case(fn, arg_names, case, reference, compare, forbid)
         if failure is not None:
             return _finish(name, False, failure)
     return _finish(name, True, f"{len(cases)} cases")
@@ -94,17 +99,24 @@ def _finish(name: str, passed: bool, message: str) -> CheckResult:
     return CheckResult(passed, line, name)
 
 
-def _run_case(fn: Callable, arg_names: Sequence[str], case: Case, reference: Callable, compare: Compare) -> Optional[str]:
+def _run_case(fn: Callable, arg_names: Sequence[str], case: Case, reference: Callable, compare: Compare,
+              forbid: Optional[Forbid] = None) -> Optional[str]:
     """None if ``fn`` agrees with ``reference`` on ``case``, else the failure message."""
     with torch.no_grad():
         expected = reference(*copy.deepcopy(case.args))
     inputs = copy.deepcopy(case.args)  # the learner gets copies, so a change to them can be seen
     where = f"case {case.name!r} ({case.inputs or _describe_inputs(arg_names, case.args)})"
-    try:
-        got = fn(*inputs)
-    except NotImplementedError:
+    error: Optional[Exception] = None
+    with watching(forbid) as watch:
+        try:
+            got = fn(*inputs)
+        except Exception as raised:  # the learner's bug is reported, never raised
+            error = raised
+    if watch.failure() is not None:
+        return f"{where}: {watch.failure()}"
+    if isinstance(error, NotImplementedError):
         return NOT_IMPLEMENTED
-    except Exception as error:  # the learner's bug is reported, never raised
+    if error is not None:
         return f"{where}: your function raised {type(error).__name__}: {error}{_where_raised(error, fn)}. Hint: {case.hint}"
     changed = [n for n, before, after in zip(arg_names, case.args, inputs) if not _same(before, after)]
     if changed:

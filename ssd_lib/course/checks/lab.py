@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd_lib.augment.geometric import SanitizeBoxes
 from ssd_lib.boxes import cxcywh_to_xyxy
 from ssd_lib.data import SHAPE_NAMES, VOC_CLASSES, labels_from_names, num_classes_for, sanitize_boxes
 from ssd_lib.metrics import mean_average_precision
@@ -28,7 +29,7 @@ from ssd_lib.priors import PriorConfig, clip_priors, default_boxes
 
 from .harness import (Case, CheckResult, Mismatch, all_close, as_tensor, compare_number, compare_tensor, run, tensor,
                       unpack)
-
+from .tripwire import Forbid
 
 _CLIP = ("clip in corner form: convert (cx, cy, w, h) to corners (x1, y1, x2, y2), clamp each corner to [0, 1], "
          "convert back; a box that sticks out shrinks and its centre moves inwards")
@@ -41,6 +42,10 @@ def _diagnose_clip(expected: Tensor, got: Tensor, priors: Tensor) -> str:
     if all_close(got, cxcywh_to_xyxy(expected)):
         return "you returned corners (x1, y1, x2, y2): convert the clipped corners back to (cx, cy, w, h)"
     return _CLIP
+
+
+_CLIP_FORBID = Forbid("check_clip_priors", "the fixed clipping", (clip_priors,),
+                      "torch operations (clamp, torch.cat) and the box conversions (cxcywh_to_xyxy, xyxy_to_cxcywh)")
 
 
 def check_clip_priors(fn: Callable) -> CheckResult:
@@ -64,7 +69,7 @@ def check_clip_priors(fn: Callable) -> CheckResult:
         compare_tensor(expected, got, what="the clipped default boxes", diagnose=lambda e, o: _diagnose_clip(e, o, args[0]),
                        shape_hint="one (cx, cy, w, h) row per default box: (P, 4)")
 
-    return run("check_clip_priors", fn, ("priors_cxcywh",), cases, clip_priors, compare)
+    return run("check_clip_priors", fn, ("priors_cxcywh",), cases, clip_priors, compare, _CLIP_FORBID)
 
 
 _LABELS = ("label 0 is background, so the object classes start at 1: classes[k] (k counted from 0) gets label k + 1, "
@@ -75,6 +80,10 @@ def _diagnose_labels_from_names(expected: Tensor, got: Tensor) -> str:
     if all_close(got.double(), expected.double() - 1):
         return "your labels start at 0, and 0 means background: the first class would be trained as background. " + _LABELS
     return _LABELS
+
+
+_LABELS_FORBID = Forbid("check_labels_from_names", "the fixed label reader", (labels_from_names,),
+                        "Python lists (list.index) and torch.tensor")
 
 
 def check_labels_from_names(fn: Callable) -> CheckResult:
@@ -95,7 +104,10 @@ def check_labels_from_names(fn: Callable) -> CheckResult:
         compare_tensor(expected, got, what="labels", kind="int", diagnose=_diagnose_labels_from_names,
                        shape_hint="one label per object name: (G,)")
 
-    return run("check_labels_from_names", fn, ("names", "classes"), cases, labels_from_names, compare)
+    return run("check_labels_from_names", fn, ("names", "classes"), cases, labels_from_names, compare, _LABELS_FORBID)
+
+
+_NUM_CLASSES_FORBID = Forbid("check_num_classes", "the number of outputs", (num_classes_for,), "len and arithmetic")
 
 
 def check_num_classes(fn: Callable) -> CheckResult:
@@ -113,7 +125,7 @@ def check_num_classes(fn: Callable) -> CheckResult:
                     if value == len(args[0]) else None)
         compare_number(expected, got, what="num_classes", atol=0.0, rtol=0.0, diagnose=diagnose)
 
-    return run("check_num_classes", fn, ("classes",), cases, num_classes_for, compare)
+    return run("check_num_classes", fn, ("classes",), cases, num_classes_for, compare, _NUM_CLASSES_FORBID)
 
 
 _SANITIZE = ("clip x to [0, width] and y to [0, height], then keep only the boxes with x2 > x1 and y2 > y1 (and their "
@@ -131,6 +143,10 @@ def _diagnose_sanitize(expected_boxes: Tensor, got_boxes: Tensor) -> str:
     if sizes is not None and len(sizes) < len(expected_boxes):
         return "you dropped a box that has an area inside the image: drop only those with x2 <= x1 or y2 <= y1 after clipping"
     return _SANITIZE
+
+
+_SANITIZE_FORBID = Forbid("check_sanitize_boxes", "the fixed box filter", (sanitize_boxes, SanitizeBoxes.forward),
+                          "torch operations (clamp, comparisons, boolean indexing, clone)")
 
 
 def check_sanitize_boxes(fn: Callable) -> CheckResult:
@@ -166,7 +182,7 @@ def check_sanitize_boxes(fn: Callable) -> CheckResult:
         compare_tensor(expected[1], labels, what="the kept labels", kind="int",
                        shape_hint="drop the label of each dropped box too (index labels with the same mask)")
 
-    return run("check_sanitize_boxes", fn, ("boxes", "labels", "width", "height"), cases, sanitize_boxes, compare)
+    return run("check_sanitize_boxes", fn, ("boxes", "labels", "width", "height"), cases, sanitize_boxes, compare, _SANITIZE_FORBID)
 
 
 _MEAN_AP = ("mAP is the mean of the AP over the classes that have ground truth (num_gt > 0); a class without objects "
@@ -180,6 +196,10 @@ def _diagnose_mean_ap(value: float, args: tuple) -> Optional[str]:
     if ap.size and math.isclose(value, float(np.nan_to_num(ap).mean()), rel_tol=1e-9):
         return "you averaged over every class, counting those without ground truth as 0: " + _MEAN_AP
     return None
+
+
+_MAP_FORBID = Forbid("check_mean_average_precision", "the fixed mAP", (mean_average_precision,),
+                     "numpy operations (np.asarray, comparisons, boolean indexing, mean)")
 
 
 def check_mean_average_precision(fn: Callable) -> CheckResult:
@@ -212,4 +232,4 @@ def check_mean_average_precision(fn: Callable) -> CheckResult:
             return
         compare_number(expected, got, what="mAP", atol=1e-9, rtol=1e-9, diagnose=lambda value: _diagnose_mean_ap(value, args))
 
-    return run("check_mean_average_precision", fn, ("ap", "num_gt"), cases, mean_average_precision, compare)
+    return run("check_mean_average_precision", fn, ("ap", "num_gt"), cases, mean_average_precision, compare, _MAP_FORBID)

@@ -17,12 +17,14 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 
+import ssd_lib.loss
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
 
 from .harness import (Case, CheckResult, Mismatch, all_close, as_tensor, check_form, compare_number, compare_tensor,
                       fmt, run, tensor)
-
+from .tripwire import Forbid
 
 _SMOOTH_SMALL = "for |x| < 1 smooth L1 is 0.5 * x**2 (quadratic near 0, so the gradient fades smoothly)"
 _SMOOTH_LARGE = "for |x| >= 1 smooth L1 is |x| - 0.5 (linear, so outliers do not dominate); both pieces give 0.5 at |x| = 1"
@@ -37,6 +39,12 @@ def _diagnose_smooth_l1(expected: Tensor, got: Tensor, x: Tensor) -> str:
     if not all_close(got[small], expected[small]):
         return _SMOOTH_SMALL + " (plain |x| is L1)" if all_close(got[small], x[small].abs()) else _SMOOTH_SMALL
     return _SMOOTH_LARGE + " (0.5 * x**2 everywhere is L2)" if all_close(got[~small], 0.5 * x[~small] ** 2) else _SMOOTH_LARGE
+
+
+_SMOOTH_L1_FORBID = Forbid("check_smooth_l1", "the smooth L1 function", (
+    F.smooth_l1_loss, F.huber_loss, torch.nn.SmoothL1Loss.forward, torch.nn.HuberLoss.forward,
+    torch._C._nn.smooth_l1_loss, torch._C._nn.huber_loss),
+    "torch operations (abs, torch.where, arithmetic)")
 
 
 def check_smooth_l1(fn: Callable) -> CheckResult:
@@ -56,7 +64,7 @@ def check_smooth_l1(fn: Callable) -> CheckResult:
         compare_tensor(expected, got, what="smooth L1", diagnose=lambda e, o: _diagnose_smooth_l1(e, o, args[0]),
                        shape_hint="smooth L1 here is elementwise: return a tensor of x's shape, no sum or mean")
 
-    return run("check_smooth_l1", fn, ("x",), cases, _smooth_l1_reference, compare)
+    return run("check_smooth_l1", fn, ("x",), cases, _smooth_l1_reference, compare, _SMOOTH_L1_FORBID)
 
 
 _HNM_POSITIVES = ("positives are never negatives: exclude them before ranking (e.g. set their loss to -inf on a copy), "
@@ -98,6 +106,10 @@ def _compare_hard_negatives(expected: Tensor, got: Any, args: tuple) -> None:
                            f"are {fmt(hardest)}", "sort the negatives' losses in DESCENDING order and keep the first ones")
 
 
+_MINING_FORBID = Forbid("check_hard_negative_mining", "the hard negative mining", (hard_negative_mask,),
+    "torch operations (sort, argsort, masked_fill, sum, clamp, comparisons)")
+
+
 def check_hard_negative_mining(fn: Callable) -> CheckResult:
     """Check ``hard_negative_mask(conf_loss (B, P), positive (B, P) bool, neg_pos_ratio=3.0) -> (B, P) bool``
     against :func:`ssd_lib.loss.hard_negative_mask`. Any choice among tied losses is accepted."""
@@ -128,7 +140,7 @@ def check_hard_negative_mining(fn: Callable) -> CheckResult:
              (torch.rand(3, 40, generator=g) * 4, random_positive, 3.0), _HNM_PER_IMAGE),
     ]
     return run("check_hard_negative_mining", fn, ("conf_loss", "positive", "neg_pos_ratio"), cases,
-               hard_negative_mask, _compare_hard_negatives)
+               hard_negative_mask, _compare_hard_negatives, _MINING_FORBID)
 
 
 _LOSS = ("L = (L_conf + L_loc) / N (Eq. 1): cross-entropy over positives and mined negatives, smooth L1 over positives, "
@@ -162,6 +174,11 @@ def _diagnose_loss(value: float, expected: float, labels: Tensor) -> Optional[st
     return None
 
 
+_MULTIBOX_FORBID = Forbid("check_multibox_loss", "the MultiBox loss", (
+    MultiBoxLoss.forward, ssd_lib.loss.hard_negative_mask, TorchvisionSSD.compute_loss),
+    "torch operations, F.cross_entropy, F.smooth_l1_loss (or your smooth_l1) and your own hard negative mining")
+
+
 def check_multibox_loss(fn: Callable) -> CheckResult:
     """Check ``multibox_loss(loc (B, P, 4), logits (B, P, C), loc_targets (B, P, 4), labels (B, P)) -> scalar``
     against ``MultiBoxLoss()(...).total`` (hard negative mining 3:1, alpha = 1)."""
@@ -185,4 +202,5 @@ def check_multibox_loss(fn: Callable) -> CheckResult:
         if args[0].requires_grad and not (isinstance(got, Tensor) and got.requires_grad):
             raise Mismatch("your loss is not connected to loc and logits (it has no gradient)")
 
-    return run("check_multibox_loss", fn, ("loc", "logits", "loc_targets", "labels"), cases, _multibox_reference, compare)
+    return run("check_multibox_loss", fn, ("loc", "logits", "loc_targets", "labels"), cases, _multibox_reference, compare,
+               _MULTIBOX_FORBID)

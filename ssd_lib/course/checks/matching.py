@@ -15,15 +15,18 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+from torchvision.models.detection import _utils as tv_det_utils
 from torchvision.ops import box_iou
 
+import ssd_lib.boxes
+import ssd_lib.matching
 from ssd_lib.boxes import cxcywh_to_xyxy, encode, xyxy_to_cxcywh
 from ssd_lib.matching import match
 from ssd_lib.priors import PriorConfig, default_boxes
 
 from .harness import (Case, CheckResult, all_close, as_tensor, check_form, compare_tensor, random_boxes, run, tensor,
                       unpack)
-
+from .tripwire import Forbid
 
 _MATCH_FORCED = ("step 1 of the matching (Sec. 2.2): every object must first take its best default box, even below "
                  "the threshold")
@@ -100,6 +103,13 @@ def _match_cases() -> list[Case]:
     ]
 
 
+_MATCH_FORBID = Forbid("check_match", "the matching", (
+    match, ssd_lib.matching.match_ious, ssd_lib.matching.match_batch, ssd_lib.matching._assign,
+    tv_det_utils.Matcher.__call__, tv_det_utils.SSDMatcher.__call__),
+    "torch operations (max, argmax, torch.where, indexing), an IoU (yours, ssd_lib.boxes.box_iou or "
+    "torchvision.ops.box_iou) and the box conversions (ssd_lib.boxes.cxcywh_to_xyxy)")
+
+
 def check_match(fn: Callable) -> CheckResult:
     """Check ``match(gt_boxes (G, 4), gt_labels (G,), priors_cxcywh (P, 4), iou_threshold=0.5) ->
     (matched_boxes (P, 4), labels (P,))`` against :func:`ssd_lib.matching.match`. Labels must agree
@@ -118,7 +128,7 @@ def check_match(fn: Callable) -> CheckResult:
                        diagnose=lambda e, o: _MATCH_BOXES)
 
     arg_names = ("gt_boxes", "gt_labels", "priors_cxcywh", "iou_threshold")
-    return run("check_match", fn, arg_names, _match_cases(), match, compare)
+    return run("check_match", fn, arg_names, _match_cases(), match, compare, _MATCH_FORBID)
 
 
 _ENCODE = ("tx = (g_cx - d_cx) / (d_w * variances[0]), ty likewise with cy and d_h; tw = log(g_w / d_w) / variances[1], "
@@ -138,6 +148,11 @@ def _diagnose_encode(expected: Tensor, got: Tensor, args: tuple) -> str:
     if all_close(got[..., 2:], xyxy_to_cxcywh(matched_xyxy)[..., 2:] / priors[..., 2:] / v_size):
         return "the size offsets are the log of the size ratio: log(g_w / d_w) / variances[1]"
     return _ENCODE
+
+
+_ENCODE_FORBID = Forbid("check_encode", "the encoding of Eq. 2", (
+    ssd_lib.boxes.encode, tv_det_utils.BoxCoder.encode, tv_det_utils.BoxCoder.encode_single, tv_det_utils.encode_boxes),
+    "torch operations (torch.log, torch.cat, indexing) and the box conversions (ssd_lib.boxes.xyxy_to_cxcywh)")
 
 
 def check_encode(fn: Callable) -> CheckResult:
@@ -163,4 +178,4 @@ def check_encode(fn: Callable) -> CheckResult:
         compare_tensor(expected, got, what="the offsets", atol=1e-4, diagnose=lambda e, o: _diagnose_encode(e, o, args),
                        shape_hint="one offset row (tx, ty, tw, th) per default box: (P, 4)")
 
-    return run("check_encode", fn, ("matched_xyxy", "priors_cxcywh", "variances"), cases, encode, compare)
+    return run("check_encode", fn, ("matched_xyxy", "priors_cxcywh", "variances"), cases, encode, compare, _ENCODE_FORBID)

@@ -16,9 +16,10 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ssd_lib.metrics import average_precision
+from ssd_lib.metrics.voc import precision_envelope
 
 from .harness import Case, CheckResult, compare_number, run
-
+from .tripwire import Forbid
 
 _AP_11 = ("use_07_metric=True is VOC2007's 11-point AP: the mean over t = 0, 0.1, ..., 1 of the best precision at "
           "recall >= t (0 if recall never reaches t)")
@@ -50,6 +51,10 @@ def _diagnose_ap(value: float, args: tuple) -> Optional[str]:
     return None
 
 
+_AP_FORBID = Forbid("check_average_precision", "the average precision", (average_precision, precision_envelope),
+                    "numpy operations (np.maximum.accumulate, np.concatenate, indexing, sums)")
+
+
 def check_average_precision(fn: Callable) -> CheckResult:
     """Check ``average_precision(recall (K,), precision (K,), use_07_metric=True) -> float`` (numpy inputs)
     against :func:`ssd_lib.metrics.average_precision`, with both values of ``use_07_metric``."""
@@ -73,4 +78,4 @@ def check_average_precision(fn: Callable) -> CheckResult:
     def compare(expected: float, got: Any, args: tuple) -> None:
         compare_number(expected, got, what="AP", atol=1e-9, rtol=1e-9, diagnose=lambda value: _diagnose_ap(value, args))
 
-    return run("check_average_precision", fn, ("recall", "precision", "use_07_metric"), cases, average_precision, compare)
+    return run("check_average_precision", fn, ("recall", "precision", "use_07_metric"), cases, average_precision, compare, _AP_FORBID)

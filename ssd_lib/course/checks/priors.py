@@ -15,13 +15,19 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
+import ssd_lib.priors
 from ssd_lib.priors import PriorConfig, default_boxes, paper_scales
 
 from .harness import Case, CheckResult, Mismatch, all_close, compare_tensor, run, tensor
-
+from .tripwire import Forbid
 
 _SCALES = "s_k = s_min + (s_max - s_min) / (m - 1) * (k - 1) for k = 1..m: the first is s_min and the last s_max"
+
+
+_SCALES_FORBID = Forbid("check_scales", "the scales of Eq. 4", (paper_scales,),
+                        "Python arithmetic, range and lists")
 
 
 def check_scales(fn: Callable) -> CheckResult:
@@ -42,7 +48,7 @@ def check_scales(fn: Callable) -> CheckResult:
         compare_tensor(tensor(expected, torch.float64), values, what="the scales", atol=1e-6, rtol=1e-6,
                        shape_hint=f"one scale per feature map: m = {args[0]} numbers")
 
-    return run("check_scales", fn, ("m", "s_min", "s_max"), cases, paper_scales, compare)
+    return run("check_scales", fn, ("m", "s_min", "s_max"), cases, paper_scales, compare, _SCALES_FORBID)
 
 
 _PRIOR_SIZES = ("each cell holds s_k x s_k, the extra square s'_k = sqrt(s_k * s_(k+1)) (from min_sizes[k] * max_sizes[k]), "
@@ -59,6 +65,13 @@ def _diagnose_default_boxes(expected: Tensor, got: Tensor) -> str:
     if all_close(got[:, :2], expected[:, [1, 0]]):
         return _PRIOR_ORDER
     return _PRIOR_CENTRES
+
+
+_DEFAULT_BOXES_FORBID = Forbid("check_default_boxes", "the default boxes", (
+    default_boxes, ssd_lib.priors._box_shapes, DefaultBoxGenerator.forward, DefaultBoxGenerator._grid_default_boxes,
+    DefaultBoxGenerator._generate_wh_pairs),
+    "torch operations, math.sqrt, the scales (yours or ssd_lib.priors.paper_scales) and the box conversions "
+    "(ssd_lib.boxes.cxcywh_to_xyxy, xyxy_to_cxcywh)")
 
 
 def check_default_boxes(fn: Callable) -> CheckResult:
@@ -83,4 +96,4 @@ def check_default_boxes(fn: Callable) -> CheckResult:
                       f"{_PRIOR_SIZES}")
         compare_tensor(expected, got, what="the default boxes", diagnose=_diagnose_default_boxes, shape_hint=shape_hint)
 
-    return run("check_default_boxes", fn, ("cfg",), cases, default_boxes, compare)
+    return run("check_default_boxes", fn, ("cfg",), cases, default_boxes, compare, _DEFAULT_BOXES_FORBID)

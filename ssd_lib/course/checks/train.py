@@ -14,10 +14,12 @@ import math
 import random
 from typing import Any, Callable, Optional
 
+import torch.optim.lr_scheduler as lr_scheduler
+
 from ssd_lib.train import TrainConfig, lr_factor
 
 from .harness import Case, CheckResult, compare_number, run
-
+from .tripwire import Forbid
 
 _LR_WARMUP = ("during warm-up (step < warmup_steps) lr = base_lr * (step + 1) / warmup_steps * cosine factor, so step 0 "
               "already trains with base_lr / warmup_steps")
@@ -46,6 +48,11 @@ def _random_lr_case(seed: int) -> tuple:
     return rng.randrange(total), total, rng.choice([0.1, 0.05, 1e-3]), rng.randint(0, total // 5)
 
 
+_LR_FORBID = Forbid("check_lr_schedule", "the learning-rate schedule", (
+    lr_factor, lr_scheduler.CosineAnnealingLR.get_lr, lr_scheduler.CosineAnnealingLR._get_closed_form_lr),
+    "Python arithmetic and math.cos, math.pi")
+
+
 def check_lr_schedule(fn: Callable) -> CheckResult:
     """Check ``lr_at(step, total_steps, base_lr, warmup_steps) -> float`` (linear warm-up, then cosine) against
     ``base_lr * ssd_lib.train.lr_factor`` with ``schedule="cosine"``."""
@@ -63,4 +70,4 @@ def check_lr_schedule(fn: Callable) -> CheckResult:
     def compare(expected: float, got: Any, args: tuple) -> None:
         compare_number(expected, got, what="lr", atol=1e-12, rtol=1e-6, diagnose=lambda value: _diagnose_lr(value, args))
 
-    return run("check_lr_schedule", fn, ("step", "total_steps", "base_lr", "warmup_steps"), cases, _lr_reference, compare)
+    return run("check_lr_schedule", fn, ("step", "total_steps", "base_lr", "warmup_steps"), cases, _lr_reference, compare, _LR_FORBID)
