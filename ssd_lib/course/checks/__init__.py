@@ -10,6 +10,8 @@ learner's code is reported with its type and message. It also checks the shape a
 result and that the learner's function leaves its inputs unchanged. And it gives no credit for
 calling the answer: while the learner's function runs, the library function the exercise asks for
 and its torchvision twin fail the check (:mod:`.tripwire`; each exercise's text says what is allowed).
+Every checker takes ``seed`` (default 0, the public cases): another seed draws other random cases,
+so a hidden test (``check_iou(iou, seed=...)``) is not passed by a solution fitted to the public ones.
 
 Usage (the check cell after an exercise)::
 

@@ -56,10 +56,10 @@ _HFLIP_FORBID = Forbid("check_hflip", "the horizontal flip", (
     "torch operations (Tensor.flip, indexing, arithmetic, clone)")
 
 
-def check_hflip(fn: Callable) -> CheckResult:
+def check_hflip(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``hflip(image (3, H, W), boxes (G, 4) pixel xyxy) -> (image, boxes)`` against
     ``ssd_lib.augment.RandomHorizontalFlip`` when it flips."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     ramp = torch.arange(72, dtype=torch.float32).reshape(3, 4, 6) / 72
     boxes_in_pixels = random_boxes(g, 4) * tensor([8.0, 5.0, 8.0, 5.0])
     cases = [
@@ -68,7 +68,7 @@ def check_hflip(fn: Callable) -> CheckResult:
         Case("a box covering the whole image", (ramp, tensor([[0.0, 0.0, 6.0, 4.0]])), _FLIP),
         Case("no boxes (G = 0)", (ramp, torch.zeros(0, 4)),
              "no boxes: still flip the image and return an empty (0, 4) tensor"),
-        Case("5 x 8 image, random boxes (seed 0)", (torch.rand(3, 5, 8, generator=g), boxes_in_pixels), _FLIP),
+        Case(f"5 x 8 image, random boxes (seed {seed})", (torch.rand(3, 5, 8, generator=g), boxes_in_pixels), _FLIP),
     ]
 
     def compare(expected: tuple, got: Any, args: tuple) -> None:

@@ -40,9 +40,9 @@ _IOU_FORBID = Forbid("check_iou", "the IoU", (
     "torch operations (torch.maximum, torch.minimum, clamp, broadcasting with None)")
 
 
-def check_iou(fn: Callable) -> CheckResult:
+def check_iou(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``iou(boxes_a (N, 4), boxes_b (M, 4)) -> (N, M)`` (xyxy) against ``torchvision.ops.box_iou``."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     cases = [
         Case("identical boxes", (tensor([[0.1, 0.1, 0.5, 0.5]]), tensor([[0.1, 0.1, 0.5, 0.5]])), _IOU_UNION),
         Case("disjoint boxes", (tensor([[0.0, 0.0, 0.2, 0.2]]), tensor([[0.5, 0.5, 0.9, 0.9]])), _IOU_CLAMP),
@@ -54,8 +54,8 @@ def check_iou(fn: Callable) -> CheckResult:
                              tensor([[0.1, 0.1, 0.4, 0.6], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 0.5]])), _IOU_PAIRS),
         Case("no boxes in boxes_b (M = 0)", (random_boxes(g, 2), torch.zeros(0, 4)), _IOU_EMPTY),
         Case("no boxes in boxes_a (N = 0)", (torch.zeros(0, 4), random_boxes(g, 3)), _IOU_EMPTY),
-        Case("random boxes in [0, 1] (seed 0)", (random_boxes(g, 5), random_boxes(g, 7)), _IOU_PAIRS),
-        Case("random boxes in pixels (seed 0)", (random_boxes(g, 4, 300.0), random_boxes(g, 6, 300.0)),
+        Case(f"random boxes in [0, 1] (seed {seed})", (random_boxes(g, 5), random_boxes(g, 7)), _IOU_PAIRS),
+        Case(f"random boxes in pixels (seed {seed})", (random_boxes(g, 4, 300.0), random_boxes(g, 6, 300.0)),
              "nothing in IoU assumes coordinates in [0, 1]: " + _IOU_PAIRS),
     ]
 
@@ -81,16 +81,16 @@ _CXCYWH_FORBID = Forbid("check_xyxy_to_cxcywh", "the corner-to-centre conversion
     "torch operations (indexing, unbind, torch.stack, torch.cat)")
 
 
-def check_xyxy_to_cxcywh(fn: Callable) -> CheckResult:
+def check_xyxy_to_cxcywh(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``xyxy_to_cxcywh(boxes (N, 4)) -> (N, 4)`` against :func:`ssd_lib.boxes.xyxy_to_cxcywh`."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     cases = [
         Case("unit square at the origin", (tensor([[0.0, 0.0, 1.0, 1.0]]),), _CXCYWH),
         Case("wide box (w != h)", (tensor([[0.1, 0.2, 0.7, 0.4]]),), _CXCYWH),
         Case("tall box and a box off the origin", (tensor([[0.4, 0.1, 0.5, 0.9], [0.3, 0.5, 0.8, 0.6]]),), _CXCYWH),
         Case("a point (zero size)", (tensor([[0.3, 0.6, 0.3, 0.6]]),), _CXCYWH),
         Case("no boxes (0, 4)", (torch.zeros(0, 4),), "no boxes in, no boxes out: an empty (0, 4) tensor"),
-        Case("random pixel boxes (seed 0)", (random_boxes(g, 8, 300.0),), _CXCYWH),
+        Case(f"random pixel boxes (seed {seed})", (random_boxes(g, 8, 300.0),), _CXCYWH),
     ]
 
     def compare(expected: Tensor, got: Any, args: tuple) -> None:

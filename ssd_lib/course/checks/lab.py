@@ -48,10 +48,10 @@ _CLIP_FORBID = Forbid("check_clip_priors", "the fixed clipping", (clip_priors,),
                       "torch operations (clamp, torch.cat) and the box conversions (cxcywh_to_xyxy, xyxy_to_cxcywh)")
 
 
-def check_clip_priors(fn: Callable) -> CheckResult:
+def check_clip_priors(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``clip_priors(priors_cxcywh (P, 4)) -> (P, 4) cxcywh`` (clipped to the image in corner form)
     against :func:`ssd_lib.priors.clip_priors`."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     random_priors = torch.cat((torch.rand(20, 2, generator=g), 0.05 + torch.rand(20, 2, generator=g) * 0.6), dim=1)
     cases = [
         Case("boxes inside the image stay as they are", (tensor([[0.5, 0.5, 0.2, 0.4], [0.3, 0.7, 0.1, 0.1]]),),
@@ -60,7 +60,7 @@ def check_clip_priors(fn: Callable) -> CheckResult:
         Case("a box in a corner, out on two sides", (tensor([[0.95, 0.02, 0.3, 0.1]]),), _CLIP),
         Case("a box wider than the image", (tensor([[0.5, 0.5, 1.4, 0.5]]),), _CLIP),
         Case("no boxes (0, 4)", (torch.zeros(0, 4),), "no boxes in, no boxes out: an empty (0, 4) tensor"),
-        Case("20 random default boxes (seed 0)", (random_priors,), _CLIP),
+        Case(f"20 random default boxes (seed {seed})", (random_priors,), _CLIP),
         Case("SSD300's 8732 default boxes", (default_boxes(PriorConfig.ssd300()),), _CLIP,
              inputs="default_boxes(PriorConfig.ssd300())"),
     ]
@@ -86,18 +86,18 @@ _LABELS_FORBID = Forbid("check_labels_from_names", "the fixed label reader", (la
                         "Python lists (list.index) and torch.tensor")
 
 
-def check_labels_from_names(fn: Callable) -> CheckResult:
+def check_labels_from_names(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``labels_from_names(names: list[str], classes: list[str]) -> (G,) int64`` (SSD labels 1..C, 0 being
     background) against :func:`ssd_lib.data.labels_from_names`."""
     shapes, voc = list(SHAPE_NAMES), list(VOC_CLASSES)
-    rng = random.Random(0)
+    rng = random.Random(seed)
     cases = [
         Case("one object of the first class", (["circle"], shapes), _LABELS),
         Case("several objects, the last class among them", (["star", "circle", "ring", "circle"], shapes), _LABELS),
         Case("VOC class names", (["person", "aeroplane", "tvmonitor", "dog"], voc), _LABELS),
         Case("no objects", ([], shapes),
              "an image without objects gives an empty int64 tensor: torch.tensor([], dtype=torch.long)"),
-        Case("12 random VOC objects (seed 0)", ([rng.choice(voc) for _ in range(12)], voc), _LABELS),
+        Case(f"12 random VOC objects (seed {seed})", ([rng.choice(voc) for _ in range(12)], voc), _LABELS),
     ]
 
     def compare(expected: Tensor, got: Any, args: tuple) -> None:
@@ -110,7 +110,7 @@ def check_labels_from_names(fn: Callable) -> CheckResult:
 _NUM_CLASSES_FORBID = Forbid("check_num_classes", "the number of outputs", (num_classes_for,), "len and arithmetic")
 
 
-def check_num_classes(fn: Callable) -> CheckResult:
+def check_num_classes(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``num_classes_for(classes: list[str]) -> int`` (the model's C, background included) against
     :func:`ssd_lib.data.num_classes_for`."""
     hint = "num_classes counts background too: the logits need one column per object class plus one for class 0"
@@ -118,6 +118,8 @@ def check_num_classes(fn: Callable) -> CheckResult:
         Case("the 6 shape classes", (list(SHAPE_NAMES),), hint),
         Case("the 20 VOC classes (SSD300 on VOC has 21 outputs per box)", (list(VOC_CLASSES),), hint),
         Case("one object class", (["defect"],), hint),
+        Case(f"random class list (seed {seed})", ([f"class_{i}" for i in range(random.Random(seed).randint(2, 40))],),
+             hint, inputs="a list of 2 to 40 class names"),
     ]
 
     def compare(expected: int, got: Any, args: tuple) -> None:
@@ -149,10 +151,10 @@ _SANITIZE_FORBID = Forbid("check_sanitize_boxes", "the fixed box filter", (sanit
                           "torch operations (clamp, comparisons, boolean indexing, clone)")
 
 
-def check_sanitize_boxes(fn: Callable) -> CheckResult:
+def check_sanitize_boxes(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``sanitize_boxes(boxes (G, 4) pixel xyxy, labels (G,), width, height) -> (boxes (G', 4), labels (G',))``
     against :func:`ssd_lib.data.sanitize_boxes` (clip to the image, drop boxes without area)."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     long = torch.long
     corner = torch.rand(10, 2, generator=g) * tensor([90.0, 70.0]) - tensor([13.0, 11.0])  # some outside the 64 x 48 image
     random_boxes = torch.cat((corner, corner + 3 + torch.rand(10, 2, generator=g) * 25), dim=1)
@@ -170,7 +172,7 @@ def check_sanitize_boxes(fn: Callable) -> CheckResult:
              (tensor([[1.0, 30.0, 9.0, 9.0], [1.0, 1.0, 9.0, 9.0]]), tensor([6, 1], long), 64, 48), _SANITIZE),
         Case("no boxes", (torch.zeros(0, 4), torch.zeros(0, dtype=long), 64, 48),
              "no boxes: return an empty (0, 4) tensor and an empty int64 labels tensor"),
-        Case("10 random boxes, some outside, one flat, one upside down (seed 0)",
+        Case(f"10 random boxes, some outside, one flat, one upside down (seed {seed})",
              (random_boxes, torch.randint(1, 7, (10,), generator=g), 64, 48), _SANITIZE),
     ]
 
@@ -202,11 +204,11 @@ _MAP_FORBID = Forbid("check_mean_average_precision", "the fixed mAP", (mean_aver
                      "numpy operations (np.asarray, comparisons, boolean indexing, mean)")
 
 
-def check_mean_average_precision(fn: Callable) -> CheckResult:
+def check_mean_average_precision(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``mean_average_precision(ap: list[float], num_gt: list[int]) -> float`` against
     :func:`ssd_lib.metrics.mean_average_precision` (classes without ground truth left out; NaN if none has)."""
     nan = float("nan")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     num_gt = [int(n) for n in rng.integers(0, 4, 10)]
     random_ap = [round(float(a), 4) if n else nan for a, n in zip(rng.random(10), num_gt)]
     cases = [
@@ -217,7 +219,7 @@ def check_mean_average_precision(fn: Callable) -> CheckResult:
              "AP 0 of a class that has objects is a real result (nothing found): keep it in the mean; select by "
              "num_gt, not by the AP value"),
         Case("no class has ground truth", ([nan, nan], [0, 0]), _MEAN_AP),
-        Case("10 classes, some without ground truth (seed 0)", (random_ap, num_gt), _MEAN_AP),
+        Case(f"10 classes, some without ground truth (seed {seed})", (random_ap, num_gt), _MEAN_AP),
     ]
 
     def compare(expected: float, got: Any, args: tuple) -> None:

@@ -69,8 +69,8 @@ def _random_objects(generator: torch.Generator, priors: Tensor, n: int) -> tuple
             return gt_boxes, torch.randint(1, 6, (n,), generator=generator)
 
 
-def _match_cases() -> list[Case]:
-    g = torch.Generator().manual_seed(0)
+def _match_cases(seed: int = 0) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
     long = torch.long
     small = default_boxes(PriorConfig.from_paper(60, (4, 2, 1), aspect_ratios=((2,), (2, 3), (2,))))
     ssd300 = default_boxes(PriorConfig.ssd300())
@@ -94,11 +94,11 @@ def _match_cases() -> list[Case]:
              (tensor([[0.0, 0.0, 0.4, 0.3], [0.2, 0.2, 0.6, 0.6]]), tensor([1, 2], long), forced, 0.5), _MATCH_FORCED_WINS),
         Case("iou_threshold = 0.7", (tensor([[0.1, 0.1, 0.4, 0.4]]), tensor([4], long), threshold, 0.7),
              "use the iou_threshold argument, not a fixed 0.5"),
-        Case("3 random objects, 92 default boxes (seed 0)", (*seeds[0], small, 0.5), _MATCH_BEST,
+        Case(f"3 random objects, 92 default boxes (seed {seed})", (*seeds[0], small, 0.5), _MATCH_BEST,
              inputs="3 random objects, 92 default boxes of a small config"),
-        Case("5 random objects, 92 default boxes (seed 0)", (*seeds[1], small, 0.5), _MATCH_BEST,
+        Case(f"5 random objects, 92 default boxes (seed {seed})", (*seeds[1], small, 0.5), _MATCH_BEST,
              inputs="5 random objects, 92 default boxes of a small config"),
-        Case("4 random objects, SSD300's 8732 default boxes (seed 0)", (*seeds[2], ssd300, 0.5), _MATCH_BEST,
+        Case(f"4 random objects, SSD300's 8732 default boxes (seed {seed})", (*seeds[2], ssd300, 0.5), _MATCH_BEST,
              inputs="4 random objects, the 8732 SSD300 default boxes"),
     ]
 
@@ -110,7 +110,7 @@ _MATCH_FORBID = Forbid("check_match", "the matching", (
     "torchvision.ops.box_iou) and the box conversions (ssd_lib.boxes.cxcywh_to_xyxy)")
 
 
-def check_match(fn: Callable) -> CheckResult:
+def check_match(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``match(gt_boxes (G, 4), gt_labels (G,), priors_cxcywh (P, 4), iou_threshold=0.5) ->
     (matched_boxes (P, 4), labels (P,))`` against :func:`ssd_lib.matching.match`. Labels must agree
     exactly; matched boxes are compared where the label is > 0 (background rows are free)."""
@@ -128,7 +128,7 @@ def check_match(fn: Callable) -> CheckResult:
                        diagnose=lambda e, o: _MATCH_BOXES)
 
     arg_names = ("gt_boxes", "gt_labels", "priors_cxcywh", "iou_threshold")
-    return run("check_match", fn, arg_names, _match_cases(), match, compare, _MATCH_FORBID)
+    return run("check_match", fn, arg_names, _match_cases(seed), match, compare, _MATCH_FORBID)
 
 
 _ENCODE = ("tx = (g_cx - d_cx) / (d_w * variances[0]), ty likewise with cy and d_h; tw = log(g_w / d_w) / variances[1], "
@@ -155,10 +155,10 @@ _ENCODE_FORBID = Forbid("check_encode", "the encoding of Eq. 2", (
     "torch operations (torch.log, torch.cat, indexing) and the box conversions (ssd_lib.boxes.xyxy_to_cxcywh)")
 
 
-def check_encode(fn: Callable) -> CheckResult:
+def check_encode(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``encode(matched_xyxy (P, 4), priors_cxcywh (P, 4), variances) -> (P, 4)`` against
     :func:`ssd_lib.boxes.encode`."""
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     priors = tensor([[0.5, 0.5, 0.2, 0.4], [0.25, 0.75, 0.3, 0.1]])
     shifted = cxcywh_to_xyxy(priors + tensor([0.02, -0.04, 0.0, 0.0]))
     scaled = cxcywh_to_xyxy(priors * tensor([1.0, 1.0, 2.0, 0.5]))
@@ -171,7 +171,7 @@ def check_encode(fn: Callable) -> CheckResult:
         Case("scaled box, same centre", (scaled, priors, (0.1, 0.2)), _ENCODE),
         Case("other variances (0.5, 0.25)", (both, priors, (0.5, 0.25)),
              "use the `variances` argument, not fixed 0.1 and 0.2"),
-        Case("random boxes (seed 0)", (random_boxes(g, 10), random_priors, (0.1, 0.2)), _ENCODE),
+        Case(f"random boxes (seed {seed})", (random_boxes(g, 10), random_priors, (0.1, 0.2)), _ENCODE),
     ]
 
     def compare(expected: Tensor, got: Any, args: tuple) -> None:

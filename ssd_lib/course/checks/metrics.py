@@ -55,7 +55,7 @@ _AP_FORBID = Forbid("check_average_precision", "the average precision", (average
                     "numpy operations (np.maximum.accumulate, np.concatenate, indexing, sums)")
 
 
-def check_average_precision(fn: Callable) -> CheckResult:
+def check_average_precision(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``average_precision(recall (K,), precision (K,), use_07_metric=True) -> float`` (numpy inputs)
     against :func:`ssd_lib.metrics.average_precision`, with both values of ``use_07_metric``."""
     perfect = (np.array([0.5, 1.0]), np.array([1.0, 1.0]))
@@ -71,8 +71,9 @@ def check_average_precision(fn: Callable) -> CheckResult:
         Case("no detections: empty curve (11-point)", (*empty, True),
              "no detections: AP is 0 (the max of an empty array raises: handle it)"),
         Case("no detections: empty curve (all-point)", (*empty, False), "no detections: AP is 0"),
-        Case("random ranking of 20 detections, 12 objects (seed 0, 11-point)", (*_random_pr_curve(0), True), _AP_11),
-        Case("random ranking of 20 detections, 12 objects (seed 1, all-point)", (*_random_pr_curve(1), False), _AP_ALL),
+        Case(f"random ranking of 20 detections, 12 objects (seed {seed}, 11-point)", (*_random_pr_curve(seed), True), _AP_11),
+        Case(f"random ranking of 20 detections, 12 objects (seed {seed + 1}, all-point)",
+             (*_random_pr_curve(seed + 1), False), _AP_ALL),
     ]
 
     def compare(expected: float, got: Any, args: tuple) -> None:

@@ -11,6 +11,7 @@ Usage::
 """
 from __future__ import annotations
 
+import random
 from typing import Any, Callable
 
 import torch
@@ -30,7 +31,19 @@ _SCALES_FORBID = Forbid("check_scales", "the scales of Eq. 4", (paper_scales,),
                         "Python arithmetic, range and lists")
 
 
-def check_scales(fn: Callable) -> CheckResult:
+def _random_scales_case(seed: int) -> tuple[int, float, float]:
+    rng = random.Random(seed)
+    return rng.randint(3, 8), round(rng.uniform(0.05, 0.3), 3), round(rng.uniform(0.6, 0.95), 3)
+
+
+def _random_prior_config(seed: int) -> PriorConfig:
+    rng = random.Random(seed)
+    maps = tuple(sorted((rng.randint(1, 9) for _ in range(rng.randint(1, 4))), reverse=True))
+    ratios = tuple(rng.choice(((), (2,), (2, 3))) for _ in maps)
+    return PriorConfig.from_paper(rng.choice((64, 96, 128, 300)), maps, aspect_ratios=ratios)
+
+
+def check_scales(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``scales(m, s_min=0.2, s_max=0.9) -> list[float]`` against :func:`ssd_lib.priors.paper_scales`."""
     cases = [
         Case("paper setting m = 6", (6, 0.2, 0.9), _SCALES),
@@ -38,6 +51,7 @@ def check_scales(fn: Callable) -> CheckResult:
         Case("other range m = 4, s_min = 0.1, s_max = 0.5", (4, 0.1, 0.5), "use the s_min and s_max arguments: " + _SCALES),
         Case("one map m = 1", (1, 0.2, 0.9),
              "with a single map there is no spacing to compute (m - 1 = 0): return [s_min]"),
+        Case(f"random m, s_min, s_max (seed {seed})", _random_scales_case(seed), _SCALES),
     ]
 
     def compare(expected: list, got: Any, args: tuple) -> None:
@@ -74,7 +88,7 @@ _DEFAULT_BOXES_FORBID = Forbid("check_default_boxes", "the default boxes", (
     "(ssd_lib.boxes.cxcywh_to_xyxy, xyxy_to_cxcywh)")
 
 
-def check_default_boxes(fn: Callable) -> CheckResult:
+def check_default_boxes(fn: Callable, seed: int = 0) -> CheckResult:
     """Check ``default_boxes(cfg: PriorConfig) -> (P, 4) cxcywh`` against :func:`ssd_lib.priors.default_boxes`."""
     one_cell = PriorConfig(image_size=100, feature_maps=(1,), steps=(100,), min_sizes=(20,), max_sizes=(80,),
                            aspect_ratios=((2,),))
@@ -88,6 +102,7 @@ def check_default_boxes(fn: Callable) -> CheckResult:
         Case("two maps 4 x 4 and 1 x 1, ratios (2, 3) and (2,)", (two_maps,), _PRIOR_SIZES),
         Case("the paper's recipe for 3 maps", (PriorConfig.from_paper(300, (5, 3, 1)),), _PRIOR_SIZES),
         Case("SSD300 (8732 boxes)", (PriorConfig.ssd300(),), _PRIOR_SIZES, inputs="PriorConfig.ssd300()"),
+        Case(f"random maps and ratios, the paper's recipe (seed {seed})", (_random_prior_config(seed),), _PRIOR_SIZES),
     ]
 
     def compare(expected: Tensor, got: Any, args: tuple) -> None:
