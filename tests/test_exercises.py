@@ -47,21 +47,11 @@ def _imports(source: str):
                 yield f"from {node.module} import {alias.name}", alias.asname or alias.name, value
 
 
-def _forbidden(value, forbid: Forbid) -> bool:
-    """Is ``value`` a function that ``forbid`` forbids, or a class with such a method?"""
-    members = vars(value).values() if inspect.isclass(value) else [value]
-    for member in members:
-        target = inspect.unwrap(getattr(member, "__func__", member)) if callable(member) else None
-        if target is not None and getattr(target, "__code__", None) in forbid._codes:
-            return True
-    return False
-
-
 def _handed_over(statement: str, bound: str, value, later: str, forbid: Forbid) -> list[str]:
     """What importing ``value`` as ``bound`` hands over: the forbidden function itself, or, for a module,
     the forbidden functions that the cells up to the check reach through it (``boxes.box_iou``)."""
     if not inspect.ismodule(value):
-        return [statement] if _forbidden(value, forbid) else []
+        return [statement] if forbid.covers(value) else []
     found = []
     for chain in re.findall(rf"(?<![\w.]){re.escape(bound)}((?:\.\w+)+)", later):
         target = value
@@ -69,7 +59,7 @@ def _handed_over(statement: str, bound: str, value, later: str, forbid: Forbid) 
             target = getattr(target, name, None)
             if target is None:
                 break
-            if not inspect.ismodule(target) and _forbidden(target, forbid):
+            if not inspect.ismodule(target) and forbid.covers(target):
                 found.append(f"{statement}, then {bound}{chain}")
                 break
     return found

@@ -4,7 +4,7 @@ exercise asks them to write raise instead of answering.
 An exercise names what it forbids with :class:`Forbid`: the library's own function (``box_iou`` for
 the IoU exercise), its torchvision twin (``torchvision.ops.box_iou``), and the library functions that
 contain the answer (``detect`` contains NMS). The checker passes it to :func:`harness.run`, which
-runs each call of the learner's function inside :func:`watching`. A call of a forbidden function
+runs each call of the learner's function inside :class:`watching`. A call of a forbidden function
 anywhere inside, directly, through an alias (``iou = box_iou``), a lambda or another library
 function, ends the case with "this exercise asks you to write ... yourself". The helpers the
 exercise permits (``Forbid.allowed``, also said in the exercise's text) stay allowed, and so do the
@@ -50,13 +50,18 @@ class Forbid:
     def __post_init__(self) -> None:
         self._codes, self._builtins = {}, {}
         for function in self.functions:
-            target = inspect.unwrap(getattr(function, "__func__", function))
+            target = _target(function)
             code = getattr(target, "__code__", None)
             if code is not None:
                 self._codes[code] = _name_of(target)
             else:
                 self._builtins[id(target)] = (target, _name_of(function))
         FORBIDDEN[self.checker] = self
+
+    def covers(self, value: Any) -> bool:
+        """Is ``value`` one of the forbidden functions, or a class with one as a method?"""
+        members = vars(value).values() if inspect.isclass(value) else [value]
+        return any(callable(m) and getattr(_target(m), "__code__", None) in self._codes for m in members)
 
     def names(self) -> list[str]:
         return sorted(set(self._codes.values()) | {name for _, name in self._builtins.values()})
@@ -72,6 +77,11 @@ class Forbid:
     def message(self, called: str) -> str:
         return (f"your function called `{called}`, but this exercise asks you to write {self.task} yourself. "
                 f"Hint: allowed here: {self.allowed}")
+
+
+def _target(function: Any) -> Any:
+    """The function whose code runs when ``function`` is called (methods and decorators unwrapped)."""
+    return inspect.unwrap(getattr(function, "__func__", function))
 
 
 def _name_of(function: Any) -> str:
