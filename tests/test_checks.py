@@ -22,6 +22,7 @@ from ssd_lib.matching import match
 from ssd_lib.metrics import average_precision
 from ssd_lib.priors import default_boxes, paper_scales
 from ssd_lib.train import TrainConfig, lr_factor
+from ssd_lib.course.checks.network import _torch_out_size
 
 
 # ------------------------------------------------------------------ the library's functions, with the learner's signature
@@ -58,6 +59,7 @@ LIBRARY = {
     checks.check_nms: torchvision.ops.nms,
     checks.check_average_precision: average_precision,
     checks.check_lr_schedule: lib_lr_at,
+    checks.check_out_size: _torch_out_size,
 }
 
 
@@ -228,7 +230,17 @@ def lr_at(step, total_steps, base_lr, warmup_steps, warmup=True, warmup_from_zer
     return base_lr * factor
 
 
+def out_size(size, kernel, stride=1, padding=0, dilation=1, ceil_mode=False, dilate=True, both_sides=True,
+             ceil=True, as_float=False):
+    span = (dilation if dilate else 1) * (kernel - 1) + 1
+    room = size + (2 if both_sides else 1) * padding - span
+    if as_float:
+        return room / stride + 1
+    return (-(-room // stride) if ceil_mode and ceil else room // stride) + 1
+
+
 LEARNER = {
+    checks.check_out_size: out_size,
     checks.check_iou: iou,
     checks.check_xyxy_to_cxcywh: to_cxcywh,
     checks.check_encode: my_encode,
@@ -286,6 +298,10 @@ WRONG = [
     (checks.check_average_precision, P(my_average_precision, levels=np.arange(0.0, 1.1, 0.1)), "exactly 0.3",
      "np.arange(11) / 10"),
     (checks.check_lr_schedule, P(lr_at, warmup=False), "step 0", "left out the warm-up"),
+    (checks.check_out_size, P(out_size, dilate=False), "fc6", "d (k - 1) + 1"),
+    (checks.check_out_size, P(out_size, both_sides=False), "conv1_1", "BOTH sides"),
+    (checks.check_out_size, P(out_size, ceil=False), "pool3 of SSD (ceil mode)", "round the division up"),
+    (checks.check_out_size, P(out_size, as_float=True), "conv1_1", "Python int"),
     (checks.check_lr_schedule, P(lr_at, warmup_from_zero=True), "step 0", "not step / warmup_steps"),
 ]
 
@@ -562,6 +578,10 @@ def _coder(variances):
 
 # (checker, a solution that hands the work to a twin, the forbidden function its message must name)
 DELEGATING_TWINS = [
+    (checks.check_out_size, lambda n, k, s=1, p=0, d=1, c=False: F.conv2d(
+        torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k), stride=s, padding=p, dilation=d).shape[-1], "conv2d"),
+    (checks.check_out_size, lambda n, k, s=1, p=0, d=1, c=False: F.max_pool2d(
+        torch.zeros(1, 1, n, n), k, s, p, d, ceil_mode=c).shape[-1], "max_pool2d"),
     (checks.check_iou, lambda a, b: ssd_lib.boxes.box_iou(a, b), "ssd_lib.boxes.box_iou"),
     (checks.check_iou, lambda a, b: torchvision.ops.box_iou(a, b), "torchvision.ops.boxes.box_iou"),
     (checks.check_xyxy_to_cxcywh, lambda b: torchvision.ops.box_convert(b, "xyxy", "cxcywh"), "box_convert"),
@@ -764,3 +784,70 @@ def test_a_memorised_solution_passes_the_public_cases_and_fails_another_seed(che
     assert public.passed, public.message
     hidden = checker(memorised, seed=7)
     assert not hidden.passed, hidden.message  # it fails on a case built from seed 7
+
+
+# ------------------------------------------------------------------ hidden tests: the part of a check cell students never see
+
+from pathlib import Path  # noqa: E402
+
+from notebook_lines import graded_checks  # noqa: E402
+
+from ssd_lib.course.checks import hidden_tests  # noqa: E402
+from ssd_lib.course.student import read_notebook  # noqa: E402
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+GRADED = [(path.stem, *entry) for path in NOTEBOOKS for entry in graded_checks(read_notebook(path).cells)]
+HIDDEN = [(stem, grade_id, *call) for stem, grade_id, _, hidden in GRADED for call in hidden]
+
+
+def test_every_graded_check_has_hidden_tests_on_other_seeds():
+    """Each graded code cell grades with checkers, and calls each of them again in its hidden region, with
+    the same function, on seeds that are not the public one (0) and not each other."""
+    assert GRADED and HIDDEN
+    for stem, grade_id, public, hidden in GRADED:
+        where = f"{stem}: {grade_id}"
+        assert public, f"{where}: a graded code cell grades with a checker (ssd_lib.course.checks)"
+        assert {(c, f) for c, f, _ in hidden} == set(public), where
+        for _, _, seeds in hidden:
+            assert len(seeds) >= 2 and 0 not in seeds and len(set(seeds)) == len(seeds), where
+    seen = [seeds for *_, seeds in HIDDEN]
+    assert len(set(seen)) == len(seen), "two hidden regions share their seeds"
+
+
+@pytest.mark.parametrize("stem, grade_id, checker_name, fn_name, seeds", HIDDEN,
+                         ids=[f"{s}-{c}" for s, _, c, _, _ in HIDDEN])
+def test_hidden_tests_pass_honest_solutions_and_fail_a_memorised_one(stem, grade_id, checker_name, fn_name, seeds):
+    checker = getattr(checks, checker_name)
+    reference = DELEGATING_LIBRARY[checker]
+    with reference_allowed():
+        result = hidden_tests(checker, reference, seeds)
+    assert result.passed and "(hidden, seed" in result.message and "float64" in result.message, result.message
+    if checker in LEARNER_ALL:
+        result = hidden_tests(checker, LEARNER_ALL[checker], seeds)
+        assert result.passed, result.message
+    memorised = _memoriser(checker, reference)
+    result = hidden_tests(checker, memorised, seeds)
+    assert not result.passed and f"(hidden, seed {seeds[0]})" in result.message, result.message
+
+
+def test_a_solution_that_hardcodes_float32_fails_the_float64_hidden_test():
+    def iou32(boxes_a, boxes_b):
+        return iou(boxes_a.float(), boxes_b.float())
+
+    assert checks.check_iou(iou32).passed  # the public cases are float32
+    result = hidden_tests(checks.check_iou, iou32, seeds=(11, 12))
+    assert not result.passed and "float64" in result.message, result.message
+    assert "torch.float64 inputs gave a torch.float32 result" in result.message and "Hint: keep the inputs' dtype" \
+        in result.message, result.message
+    assert hidden_tests(checks.check_iou, iou32, seeds=(11, 12), float64=False).passed
+
+
+def test_the_float64_variant_converts_cases_and_restores_them():
+    from ssd_lib.course.checks.hidden import convert as _convert, variant
+
+    case = (torch.zeros(2, 4), torch.zeros(3, dtype=torch.long), {"w": torch.ones(1, requires_grad=True)}, 0.5)
+    with variant(torch.float64, label="x"):
+        boxes, labels, weights, number = _convert(case)
+    assert boxes.dtype == torch.float64 and labels.dtype == torch.long and number == 0.5
+    assert weights["w"].dtype == torch.float64 and weights["w"].requires_grad and weights["w"].is_leaf
+    assert _convert(case)[0].dtype == torch.float32  # outside the context nothing is converted

@@ -17,6 +17,10 @@ Usage (the check cell after an exercise)::
 
     from ssd_lib.course.checks import check_iou
     assert check_iou(iou)      # prints the pass line, or the first failing case with a hint
+    ### BEGIN HIDDEN TESTS
+    from ssd_lib.course.checks import hidden_tests
+    assert hidden_tests(check_iou, iou, seeds=(5081, 77))   # other seeds, float64, CUDA if present
+    ### END HIDDEN TESTS
 
 One module per lesson, on the shared machinery of ``harness`` (cases, comparisons, messages):
 
@@ -24,6 +28,7 @@ One module per lesson, on the shared machinery of ``harness`` (cases, comparison
   1   ``boxes``        ``check_iou``, ``check_xyxy_to_cxcywh``
   2   ``priors``       ``check_scales``, ``check_default_boxes``
   3   ``matching``     ``check_match``, ``check_encode``
+  4   ``network``      ``check_out_size``
   5   ``loss``         ``check_smooth_l1``, ``check_hard_negative_mining``, ``check_multibox_loss``
   6   ``augment``      ``check_hflip``
   7   ``train``        ``check_lr_schedule``
@@ -37,7 +42,7 @@ One module per lesson, on the shared machinery of ``harness`` (cases, comparison
  12   ``export``       ``check_predict_with``, ``check_same_detections``
 ====  ===============  ====================================================================
 
-Lesson 4 (the network) has no exercise with a checker. Every checker is importable from here.
+Every checker is importable from here.
 """
 from .ablations import check_compare_runs
 from .augment import check_hflip
@@ -45,19 +50,23 @@ from .boxes import check_iou, check_xyxy_to_cxcywh
 from .detect import check_decode, check_nms
 from .export import check_predict_with, check_same_detections
 from .harness import CheckResult
+from .hidden import hidden_tests
 from .lab import (check_clip_priors, check_labels_from_names, check_mean_average_precision, check_num_classes,
                   check_sanitize_boxes)
 from .loss import check_hard_negative_mining, check_multibox_loss, check_smooth_l1
 from .matching import check_encode, check_match
 from .metrics import check_average_precision
+from .network import check_out_size
 from .priors import check_default_boxes, check_scales
 from .train import check_lr_schedule
 
 __all__ = [
     "CheckResult",
+    "hidden_tests",
     "check_iou",
     "check_xyxy_to_cxcywh",
     "check_encode",
+    "check_out_size",
     "check_decode",
     "check_scales",
     "check_default_boxes",

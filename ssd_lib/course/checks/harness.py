@@ -6,6 +6,9 @@ a ``compare(expected, got, args)`` that raises :class:`Mismatch` (most use :func
 function. :func:`run` gives each case deep copies of its inputs, stops at the first failure, reports
 exceptions instead of raising them, and prints and returns a :class:`CheckResult`.
 
+Hidden tests (the part of a check cell students never see, :mod:`.hidden`) run the same checker
+again on other seeds, on float64 inputs and on CUDA tensors: :func:`run` converts each case for them.
+
 Usage (a checker of a lesson module)::
 
     cases = [Case("disjoint boxes", (tensor([[0, 0, 1, 1.0]]), tensor([[2, 2, 3, 3.0]])), "clamp at 0")]
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import hidden
 from .tripwire import Forbid, watching
 
 
@@ -94,6 +98,8 @@ def run(name: str, fn: Any, arg_names: Sequence[str], cases: list[Case], referen
 
 
 def _finish(name: str, passed: bool, message: str) -> CheckResult:
+    if hidden.current().label:
+        name = f"{name} ({hidden.current().label})"
     line = f"✅ {name} passed: {message}" if passed else f"❌ {name}: {message}"
     print(line)
     return CheckResult(passed, line, name)
@@ -102,6 +108,8 @@ def _finish(name: str, passed: bool, message: str) -> CheckResult:
 def _run_case(fn: Callable, arg_names: Sequence[str], case: Case, reference: Callable, compare: Compare,
               forbid: Optional[Forbid] = None) -> Optional[str]:
     """None if ``fn`` agrees with ``reference`` on ``case``, else the failure message."""
+    if hidden.current().converts:
+        case = Case(case.name, hidden.convert(case.args), case.hint, case.inputs)
     with torch.no_grad():
         expected = reference(*copy.deepcopy(case.args))
     inputs = copy.deepcopy(case.args)  # the learner gets copies, so a change to them can be seen
@@ -130,7 +138,7 @@ def _run_case(fn: Callable, arg_names: Sequence[str], case: Case, reference: Cal
         return f"{where}: {mismatch.problem}. Hint: {mismatch.hint or case.hint}"
     except Exception as error:  # a result of an unexpected type
         return f"{where}: could not read your result ({type(error).__name__}: {error}). Hint: {case.hint}"
-    return None
+    return hidden.variant_problem(expected, got, where)
 
 
 def _where_raised(error: Exception, fn: Callable) -> str:
