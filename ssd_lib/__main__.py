@@ -16,8 +16,8 @@ import argparse
 import sys
 from typing import Callable
 
-from ssd_lib.cli import (MAIN_TRAIN_IMAGES, CLIError, cmd_detect, cmd_eval, cmd_export, cmd_main, cmd_render,
-                         cmd_train)
+from ssd_lib.cli import (MAIN_TRAIN_IMAGES, SKIPPED_IMAGES_STATUS, CLIError, cmd_detect, cmd_eval, cmd_export,
+                         cmd_main, cmd_render, cmd_train)
 
 PLUGIN_GROUP = "ssd_lib.commands"  # entry points: more subcommands (the course's grade, doctor, html)
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default on; the main job measured test mAP 0.9125 with it, 0.894 without, in the same training time: "
                             "README); --no-stride4-map gives the lessons' five maps")
         p.add_argument("--epochs", type=int, help="passes over the training set (default: the preset's)")
-        p.add_argument("--batch-size", type=int, help="images per step (default 32)")
+        p.add_argument("--batch-size", type=int, help="images per step (default 32; the small model's BatchNorm needs at least 2)")
         p.add_argument("--lr", type=float, help="base learning rate (default: 5e-3 with AdamW for small, 1e-3 with SGD for ssd300/512)")
         p.add_argument("--warmup", type=int, help="linear warm-up steps")
         p.add_argument("--max-steps", type=int, help="cap the steps per epoch (quick runs)")
@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default="runs/main", help="folder for checkpoints, metrics.jsonl and curves.png")
         p.add_argument("--resume", help="continue from this checkpoint (e.g. runs/main/last.pt)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--coco", action="store_true", help="also report COCO AP (pycocotools)")
+        p.add_argument("--coco", action="store_true",
+                       help="also report COCO AP (pycocotools), in OUT/eval.json (train: on the validation split "
+                            "after training; main: on the test split)")
 
     p = sub.add_parser("main", help="train the small SSD on the built-in dataset, evaluate on its test split, draw detections")
     train_args(p)
@@ -79,17 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coco", action="store_true", help="also report COCO AP (pycocotools)")
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("--out", help="folder to write eval.json")
+    p.add_argument("--out", help="folder to write eval.json (VOC AP per class, and with --coco the COCO AP and AR; "
+                                 "null where a metric is undefined)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
-    p = sub.add_parser("detect", help="draw detections on image files into PNGs (PyTorch or ONNX Runtime)")
+    p = sub.add_parser("detect", help="draw detections on image files into PNGs (PyTorch or ONNX Runtime)",
+                       epilog=f"exit status: 0 when every image was drawn; 2 for a usage error (nothing drawn); "
+                              f"{SKIPPED_IMAGES_STATUS} when some image files could not be read (truncated, corrupt, "
+                              "not an image): each is skipped with a warning on stderr, the others are drawn, and "
+                              "--json lists them under \"skipped\"")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--checkpoint", help="a .pt file written by train (default: the course model, assets/ssd_small_shapes.pt)")
     p.add_argument("--onnx", help="run this ONNX file (from `export`) with ONNX Runtime instead of PyTorch")
     p.add_argument("--json", help="also write the detections to this JSON file (per image: file, boxes in pixel "
                                   "xyxy, scores, labels, class names)")
     p.add_argument("--out", default="results/detections", help="folder for the PNGs")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="draw detections with at least this score")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="draw detections with at least this score, in [0, 1] (default 0.3)")
     p.set_defaults(func=cmd_detect)
     p = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch (needs the deploy extra)")
     p.add_argument("--checkpoint", help="a .pt file written by train (default: the course model, assets/ssd_small_shapes.pt)")
@@ -152,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         status = args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, NonFiniteLossError) as exc:
+    except (CLIError, ValueError, OSError, NonFiniteLossError) as exc:  # OSError: a file that cannot be read or written
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
-    return status if args.command in passthrough - {"render"} else 0
+    # The plugins and detect (SKIPPED_IMAGES_STATUS) return their exit status; the other commands' results are not one.
+    return status if args.command in (passthrough - {"render"}) | {"detect"} else 0
 
 
 if __name__ == "__main__":

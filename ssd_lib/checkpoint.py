@@ -15,7 +15,9 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -119,12 +121,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"checkpoint {path} does not exist; pass the path of a .pt file written by ssd_lib")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, not a torch file...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {first[:200]} (is the file complete and written by ssd_lib?)") from None
+    except Exception as exc:  # truncated zip, pickle with code, a text file, not a torch file...
+        # PyTorch's own message for a refused pickle suggests re-running with weights_only=False, which
+        # would let the file run code: it is never shown. The reason is told from the file instead.
+        raise ValueError(f"cannot read checkpoint: {path} is not a PyTorch checkpoint written by ssd_lib "
+                         f"({_unreadable_reason(path, exc)})") from None
     if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path} is not an ssd_lib checkpoint (no model_config/model entries)")
     return ckpt
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words that advise nothing unsafe."""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a truncated one loses its directory
+        return "not a complete torch.save file: a truncated download or copy, or another kind of file"
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return ("it stores Python objects besides tensors and plain values, which ssd_lib never loads "
+                "because unpickling them can run code")
+    first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+    return f"a torch.save archive that cannot be read: {first}"
 
 
 def restore_checkpoint(path: str | Path, model: nn.Module, optimizer=None, scheduler=None, scaler=None,

@@ -2,7 +2,8 @@
 
 Each ``cmd_*`` takes the parsed arguments of ``python -m ssd_lib`` (the parser and the dispatch are
 in ``ssd_lib/__main__.py``) and raises :class:`CLIError` for a user's mistake, which the command line
-prints as one line with exit status 2.
+prints as one line with exit status 2. ``detect`` skips an image file it cannot read with a one-line
+warning, draws the others, and exits with :data:`SKIPPED_IMAGES_STATUS` (3).
 
 Usage::
 
@@ -11,6 +12,7 @@ Usage::
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
@@ -23,8 +25,59 @@ MAIN_TRAIN_IMAGES = 2900 * 32  # 2900 steps of 32 with the stride-4 map, bf16 on
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+# `detect`'s exit status when some image files could not be read: they were skipped, the others drawn.
+SKIPPED_IMAGES_STATUS = 3
+
+
 class CLIError(Exception):
     """A user mistake: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------- checking the options
+
+# Integer options and their smallest sensible value (argparse checks only that they are integers).
+_INT_MINIMUMS = {"batch_size": 1, "eval_batch_size": 1, "epochs": 1, "max_steps": 1, "warmup": 0, "workers": 0,
+                 "eval_every": 0, "train_size": 1, "val_size": 1, "test_size": 1, "calibration_size": 1}
+_UNIT_INTERVAL = {"score_threshold": "a class score", "nms_threshold": "an IoU"}  # options in [0, 1]
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_options(args) -> None:
+    """A one-line CLIError for a number option out of its range, before any work starts."""
+    for name, minimum in _INT_MINIMUMS.items():
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise CLIError(f"{_option(name)} must be at least {minimum}; got {value}")
+    for name, what in _UNIT_INTERVAL.items():
+        value = getattr(args, name, None)
+        if value is not None and not 0.0 <= value <= 1.0:  # also refuses NaN
+            raise CLIError(f"{_option(name)} must be between 0 and 1 ({what}); got {value}")
+    lr = getattr(args, "lr", None)
+    if lr is not None and not lr > 0:
+        raise CLIError(f"--lr must be a positive learning rate; got {lr}")
+
+
+def _check_batches(model, cfg, num_train_images: int) -> None:
+    """BatchNorm cannot normalise one image per channel in training (PyTorch's "Expected more than 1
+    value per channel when training"): refuse a batch size of 1, or an epoch whose last batch holds a
+    single image, before training starts rather than at the end of an epoch."""
+    from torch import nn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if cfg.batch_size < 2:
+        raise CLIError(f"--batch-size {cfg.batch_size}: the model's BatchNorm layers need at least 2 images per "
+                       "batch in training; use --batch-size 2 or more")
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun: each rank draws its share of the epoch
+    per_rank = -(-num_train_images // world)
+    full_epoch = cfg.max_steps_per_epoch is None or -(-per_rank // cfg.batch_size) <= cfg.max_steps_per_epoch
+    if full_epoch and per_rank % cfg.batch_size == 1:
+        raise CLIError(f"the last batch of each epoch would hold 1 image ({per_rank} training images per process, "
+                       f"--batch-size {cfg.batch_size}), but BatchNorm needs at least 2 per batch; choose a "
+                       "--batch-size that does not leave 1 image over")
 
 
 # ---------------------------------------------------------------- datasets and models
@@ -50,13 +103,13 @@ def _datasets(args, split: str, image_size: int = 256):
     raise CLIError(f"unknown dataset {args.dataset!r}")
 
 
-def _class_names(args) -> list[str]:
-    """Class names of the chosen dataset without building it (the built-in one renders lazily anyway)."""
+def _class_names(args, split: str = "train") -> list[str]:
+    """Class names of the chosen dataset, read from ``split`` (the built-in one's without building it)."""
     if args.dataset == "shapes":
         from ssd_lib.data import ShapesConfig
 
         return list(ShapesConfig().classes)
-    return list(_datasets(args, "train").classes)
+    return list(_datasets(args, split).classes)
 
 
 def model_config(args, num_classes: int):
@@ -75,17 +128,18 @@ def model_config(args, num_classes: int):
 
 # ---------------------------------------------------------------- commands
 
-def cmd_train(args) -> dict:
+def cmd_train(args, evaluate_after: bool = True) -> dict:
+    """Train; with ``--coco`` (and ``evaluate_after``; ``main`` evaluates the test split itself) the
+    trained model is then evaluated on the validation split and ``OUT/eval.json`` written."""
     import torch
 
     from ssd_lib.model import build_model
     from ssd_lib.train import TrainConfig, train
 
+    check_options(args)
     num_classes = len(_class_names(args)) + 1
     if args.resume:
-        from ssd_lib.checkpoint import model_from_checkpoint
-
-        model, _ = model_from_checkpoint(args.resume, num_classes=num_classes)
+        model = _load_model(args.resume, num_classes=num_classes)[0].train()
     else:
         torch.manual_seed(args.seed)
         model = build_model(model_config(args, num_classes))
@@ -98,6 +152,7 @@ def cmd_train(args) -> dict:
         compile=args.compile or None, eval_every=args.eval_every, seed=args.seed, warmup_steps=args.warmup,
         max_steps_per_epoch=args.max_steps).items() if v is not None}
     cfg = replace(base, **overrides)
+    _check_batches(model, cfg, len(train_ds))
     t0 = time.perf_counter()
     result = train(model, train_ds, val_ds, cfg, out_dir=args.out, resume=args.resume, progress=not args.quiet)
     minutes = (time.perf_counter() - t0) / 60
@@ -105,6 +160,9 @@ def cmd_train(args) -> dict:
         print(f"interrupted: checkpoint saved to {Path(args.out) / 'last.pt'}; continue with --resume {Path(args.out) / 'last.pt'}")
     else:
         print(f"trained {cfg.epochs} epochs in {minutes:.1f} min; checkpoint {Path(args.out) / 'last.pt'}")
+    if args.coco and evaluate_after and not result.interrupted:
+        print(f"validation split ({len(val_ds)} images):")
+        _evaluate_and_report(result.model, val_ds, args, Path(args.out))
     return {"result": result, "minutes": minutes, "config": cfg}
 
 
@@ -122,13 +180,29 @@ def _evaluate_and_report(model, dataset, args, out_dir: Path | None) -> dict:
         print(f"COCO AP {c['AP']:.4f}  AP50 {c['AP50']:.4f}  AP75 {c['AP75']:.4f}  "
               f"APs {c['APs']:.4f}  APm {c['APm']:.4f}  APl {c['APl']:.4f}")
     if out_dir is not None:
-        summary = {"mAP": res["mAP"], "ap": dict(zip(names, [float(a) for a in res["ap"]])), "num_images": len(dataset)}
+        summary = {"mAP": _json_number(res["mAP"]), "ap": dict(zip(names, map(_json_number, res["ap"]))),
+                   "num_images": len(dataset)}
         if args.coco:
-            summary["coco"] = {k: float(v) for k, v in res["coco"].items() if k != "stats"}
+            summary["coco"] = _coco_summary(res["coco"])
         from ssd_lib.files import write_json
 
-        write_json(out_dir / "eval.json", summary)
+        print(f"results written to {write_json(out_dir / 'eval.json', summary)}")
     return res
+
+
+def _json_number(value) -> float | None:
+    """A metric for a JSON file: a float, or null where it is undefined (NaN is not JSON)."""
+    value = float(value)
+    return value if value == value else None
+
+
+def _coco_summary(coco: dict) -> dict:
+    """:func:`ssd_lib.metrics.evaluate_coco`'s result for a JSON file: the 12 numbers of
+    ``COCOeval.summarize`` by name (AP, AP50, ..., ARl; null where undefined) and ``ap_per_class``
+    (AP 0.50:0.95 by class name). The raw ``stats`` array repeats the 12 numbers and is left out."""
+    summary = {name: _json_number(value) for name, value in coco.items() if isinstance(value, float)}
+    summary["ap_per_class"] = dict(zip(coco["class_names"], map(_json_number, coco["ap_per_class"])))
+    return summary
 
 
 def _draw_examples(model, dataset, res, out_path: Path, n: int = 8) -> Path:
@@ -139,6 +213,7 @@ def _draw_examples(model, dataset, res, out_path: Path, n: int = 8) -> Path:
 
     from ssd_lib.viz import plot_detections
 
+    n = min(n, len(dataset))
     images = [dataset[i][0] for i in range(n)]
     fig = plot_detections(images, res["detections"][:n], class_names=dataset.classes, targets=res["ground_truths"][:n],
                           title="SSD detections on test images (dashed white: ground truth)", path=out_path)
@@ -147,15 +222,20 @@ def _draw_examples(model, dataset, res, out_path: Path, n: int = 8) -> Path:
 
 
 def cmd_eval(args) -> dict:
-    from ssd_lib.checkpoint import model_from_checkpoint
-
-    model, _ = model_from_checkpoint(args.checkpoint, num_classes=len(_class_names(args)) + 1)
-    ds = _datasets(args, args.split, model.prior_config.image_size)
+    check_options(args)
+    # VOC and COCO files: the class names come from the split being evaluated (a COCO user often has
+    # val2017 only); the built-in images are rendered at the model's input size, so they wait for it.
+    ds = None if args.dataset == "shapes" else _datasets(args, args.split)
+    names = _class_names(args) if ds is None else list(ds.classes)
+    model = _load_model(args.checkpoint, num_classes=len(names) + 1)[0]
+    if ds is None:
+        ds = _datasets(args, args.split, model.prior_config.image_size)
     return _evaluate_and_report(model, ds, args, Path(args.out) if args.out else None)
 
 
-def _load_model(checkpoint: str | None):
-    """(model in eval mode, class names, source) from a checkpoint, or the shipped model when None."""
+def _load_model(checkpoint: str | None, num_classes: int | None = None):
+    """(model in eval mode, class names, source) from a checkpoint, or the shipped model when None;
+    ``num_classes``, when given, must be the checkpoint's."""
     from ssd_lib import checkpoint as checkpoints
 
     path = Path(checkpoint) if checkpoint else checkpoints.SHIPPED_MODEL
@@ -163,7 +243,7 @@ def _load_model(checkpoint: str | None):
         raise CLIError(f"no --checkpoint given and the shipped model {path} is missing: restore it "
                        "(git checkout -- assets/) or pass --checkpoint")
     try:
-        model, ckpt = checkpoints.model_from_checkpoint(path)
+        model, ckpt = checkpoints.model_from_checkpoint(path, num_classes=num_classes)
         class_names = checkpoints.class_names_of(ckpt, model.num_classes)
     except RuntimeError as exc:  # load_state_dict: weights of another configuration or number of classes
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -189,7 +269,9 @@ def _detections_record(path: Path, image, det: dict, class_names: list[str]) -> 
             "class_names": [class_names[label - 1] if 0 < label <= len(class_names) else str(label) for label in labels]}
 
 
-def cmd_detect(args) -> list:
+def cmd_detect(args) -> int:
+    """Draw (and with ``--json`` list) the detections of every image; an image file that cannot be read
+    is skipped with a one-line warning. Exit status 0, or :data:`SKIPPED_IMAGES_STATUS` when any was skipped."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,6 +281,7 @@ def cmd_detect(args) -> list:
     from ssd_lib.evaluate import predict
     from ssd_lib.viz import plot_detections
 
+    check_options(args)
     paths: list[Path] = []
     for item in args.images:
         p = Path(item)
@@ -226,9 +309,14 @@ def cmd_detect(args) -> list:
         run = lambda image: predict(model, [image], score_threshold=args.score_threshold)[0]  # noqa: E731
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    written, records = [], []
+    written, records, skipped = [], [], []
     for path in paths:
-        image = read_image(path)
+        try:
+            image = read_image(path)
+        except OSError as exc:  # truncated, corrupt, or not an image: the other files still get drawn
+            print(f"warning: {exc}; skipped", file=sys.stderr)
+            skipped.append({"file": str(path), "reason": str(exc)})
+            continue
         det = run(image)
         fig = plot_detections([image], [det], class_names=class_names, score_threshold=args.score_threshold, ncols=1,
                               title=path.name, path=out / f"{path.stem}_detections.png")
@@ -238,12 +326,16 @@ def cmd_detect(args) -> list:
         print(f"{path}: {int((det['scores'] >= args.score_threshold).sum())} detections -> {written[-1]}")
     if args.json:
         report = {"model": str(source), "runtime": "onnxruntime" if args.onnx else "pytorch",
-                  "score_threshold": args.score_threshold, "images": records}
+                  "score_threshold": args.score_threshold, "images": records, "skipped": skipped}
         from ssd_lib.files import write_json
 
         json_path = write_json(args.json, report)  # atomic: never half-written
         print(f"detections of {len(records)} image(s) written to {json_path}")
-    return written
+    if skipped:
+        print(f"warning: {len(skipped)} of {len(paths)} image files could not be read and were skipped "
+              f"(exit status {SKIPPED_IMAGES_STATUS})", file=sys.stderr)
+        return SKIPPED_IMAGES_STATUS
+    return 0
 
 
 def cmd_export(args) -> Path:
@@ -251,6 +343,7 @@ def cmd_export(args) -> Path:
     from ssd_lib.export import (DecodedSSD, MissingDeployExtra, OnnxDetector, export_onnx, onnx_summary, preprocess,
                                 quantize_onnx, require_deploy)
 
+    check_options(args)
     try:
         require_deploy("onnx", "onnxruntime", "onnxscript")  # before loading (or training) a model
     except MissingDeployExtra as exc:
@@ -286,7 +379,10 @@ def cmd_export(args) -> Path:
             files = sorted(q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
             if not files:
                 raise CLIError(f"--calibration {folder}: no images found; pass a folder of training images")
-            calibration = [read_image(q) for q in files[:args.calibration_size]]
+            try:
+                calibration = [read_image(q) for q in files[:args.calibration_size]]
+            except OSError as exc:
+                raise CLIError(f"--calibration: {exc}; remove or replace that file") from None
         else:
             train = ShapesDataset("train", size=args.calibration_size, image_size=size)
             calibration = [train[i][0] for i in range(len(train))]
@@ -302,7 +398,7 @@ def cmd_main(args) -> dict:
 
     out = Path(args.out)
     t0, load_start = time.perf_counter(), load_average()
-    trained = cmd_train(args)
+    trained = cmd_train(args, evaluate_after=False)
     model = trained["result"].model
     test_ds = _datasets(args, "test", model.prior_config.image_size)
     res = _evaluate_and_report(model, test_ds, args, out)
@@ -335,7 +431,7 @@ def _write_run_record(args, out: Path, res: dict, minutes: float, trained: dict,
                     "load_average_end": load_average()},
     }
     if "coco" in res:
-        record["test_coco"] = {k: float(v) for k, v in res["coco"].items() if k != "stats"}
+        record["test_coco"] = _coco_summary(res["coco"])
     return write_json(out / "run.json", record)
 
 

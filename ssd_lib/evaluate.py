@@ -15,6 +15,7 @@ Usage::
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -65,6 +66,8 @@ def evaluate_predictor(predict: Predictor, dataset: Dataset, batch_size: int = 3
     of the images, the detections are gathered to every rank, and every rank returns the same,
     complete result.
     """
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (images per forward pass); got {batch_size!r}")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed and dist.is_initialized() else (0, 1)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     indices = list(range(rank, n, world))

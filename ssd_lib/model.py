@@ -13,6 +13,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from .priors import PriorConfig, default_boxes, paper_scales
 __all__ = [
     "SSD", "L2Norm", "VGG16Backbone", "SmallBackbone", "ModelConfig",
     "ssd300_vgg16", "ssd512_vgg16", "ssd_small", "build_model", "count_parameters",
-    "load_torchvision_ssd300",
+    "load_torchvision_ssd300", "predict_heads",
 ]
 
 
@@ -242,9 +243,21 @@ class SSD(nn.Module):
                 f"but the default boxes expect sides {self.prior_config.feature_maps}: feed images of "
                 f"{self.prior_config.image_size}x{self.prior_config.image_size} (see ssd_lib.augment.SSDTransform)"
             )
-        loc = torch.cat([self._flatten(h(f), 4) for h, f in zip(self.loc_heads, features)], dim=1)
-        logits = torch.cat([self._flatten(h(f), self.num_classes) for h, f in zip(self.conf_heads, features)], dim=1)
-        return loc, logits
+        return predict_heads(features, self.loc_heads, self.conf_heads, self.num_classes)
+
+
+def predict_heads(features: list[Tensor], loc_heads: Sequence[nn.Module], conf_heads: Sequence[nn.Module],
+                  num_classes: int) -> tuple[Tensor, Tensor]:
+    """SSD's output layer (Sec. 2.1, Fig. 2): run each source map's 3x3 heads and lay out their outputs as the
+    default boxes are laid out (:func:`ssd_lib.priors.default_boxes`): map by map, then cell by cell in row-major
+    order (row i, then column j), then the k boxes of the cell.
+
+    ``features[i]``: (B, C_i, H_i, W_i); ``loc_heads[i]`` maps it to (B, 4 k_i, H_i, W_i) and ``conf_heads[i]`` to
+    (B, num_classes k_i, H_i, W_i). Returns ``loc (B, P, 4)`` and ``logits (B, P, num_classes)``, P = sum k_i H_i W_i.
+    """
+    loc = torch.cat([SSD._flatten(head(f), 4) for head, f in zip(loc_heads, features)], dim=1)
+    logits = torch.cat([SSD._flatten(head(f), num_classes) for head, f in zip(conf_heads, features)], dim=1)
+    return loc, logits
 
 
 @dataclass(frozen=True)

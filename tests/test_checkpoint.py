@@ -90,7 +90,32 @@ def test_checkpoint_with_code_is_refused_and_the_code_does_not_run(tmp_path):
         with pytest.raises(ValueError, match="cannot read checkpoint") as err:
             load_checkpoint(tmp_path / name)
         assert "\n" not in str(err.value)
+        assert "weights_only" not in str(err.value)  # PyTorch's advice to unpickle it anyway is never passed on
         assert not marker.exists(), f"{name}: the payload ran"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("notes.txt", b"some notes\nline two\n"),
+    ("config.pt", b"model: 1\n"),  # torch.load reads it as pickle opcodes and refuses them (weights_only)
+    ("empty.pt", b""),
+])
+def test_a_file_that_is_not_a_torch_file_is_named_as_such(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / name)
+    message = str(err.value)
+    assert f"{tmp_path / name} is not a PyTorch checkpoint written by ssd_lib" in message
+    assert "\n" not in message and "weights_only" not in message
+
+
+def test_a_torch_file_with_python_objects_is_refused_without_advice_to_unpickle_it(tmp_path):
+    import argparse
+
+    torch.save({"model_config": {}, "model": argparse.Namespace(weights=1)}, tmp_path / "objects.pt")
+    with pytest.raises(ValueError, match="unpickling them can run code") as err:
+        load_checkpoint(tmp_path / "objects.pt")
+    assert "is not a PyTorch checkpoint written by ssd_lib" in str(err.value)
+    assert "weights_only" not in str(err.value)
 
 
 def test_a_torch_file_that_is_not_a_checkpoint_is_refused(tmp_path):

@@ -565,11 +565,20 @@ from torchvision.models.detection._utils import BoxCoder  # noqa: E402
 from torchvision.transforms.v2 import functional as TF  # noqa: E402
 
 import ssd_lib.boxes  # noqa: E402
-from ssd_lib.course.ablations import compare_runs  # noqa: E402
+from ssd_lib.course.ablations import compare_runs, summarize  # noqa: E402
+from ssd_lib.course.checks.sgd import _sgd_reference  # noqa: E402
+from ssd_lib.course.checks.metrics import voc_tp_fp  # noqa: E402
+from ssd_lib.course.checks.crop import _min_iou_crop_reference  # noqa: E402
+from ssd_lib.model import predict_heads  # noqa: E402
 from ssd_lib.export import predict_with, same_detections  # noqa: E402
 
 DELEGATING_LIBRARY = {**LIBRARY, **LAB_LIBRARY, checks.check_compare_runs: compare_runs,
-                      checks.check_predict_with: predict_with, checks.check_same_detections: same_detections}
+                      checks.check_predict_with: predict_with, checks.check_same_detections: same_detections,
+                      checks.check_sgd_step: _sgd_reference, checks.check_summarize: summarize,
+                      checks.check_tp_fp: voc_tp_fp, checks.check_min_iou_crop: _min_iou_crop_reference,
+                      checks.check_predict: predict_heads,
+                      checks.check_diagnose_decode: lab.diagnose_decode, checks.check_diagnose_loc_loss: lab.diagnose_loc_loss,
+                      checks.check_diagnose_mining: lab.diagnose_mining, checks.check_diagnose_warmup: lab.diagnose_warmup}
 
 
 def _coder(variances):
@@ -851,3 +860,44 @@ def test_the_float64_variant_converts_cases_and_restores_them():
     assert boxes.dtype == torch.float64 and labels.dtype == torch.long and number == 0.5
     assert weights["w"].dtype == torch.float64 and weights["w"].requires_grad and weights["w"].is_leaf
     assert _convert(case)[0].dtype == torch.float32  # outside the context nothing is converted
+
+
+# ------------------------------------------------------------------ what a class is graded on: counts and points
+
+from ssd_lib.course.student import SOLUTION_BEGIN, SOLUTION_END, nbgrader_metadata  # noqa: E402
+
+
+def _graded_cells(path):
+    """(check cell's grade_id, its points, lines of code of the model answer just above it) for each graded code
+    cell, and the points of the manually graded (markdown) cells."""
+    cells = read_notebook(path).cells
+    code, manual = [], 0
+    for index, cell in enumerate(cells):
+        meta = nbgrader_metadata(cell)
+        if not meta.get("grade"):
+            continue
+        if cell.cell_type != "code":
+            manual += meta.get("points", 0)
+            continue
+        answer = next(c for c in reversed(cells[:index]) if c.cell_type == "code" and nbgrader_metadata(c).get("solution"))
+        body = answer.source.split(SOLUTION_BEGIN, 1)[-1].split(SOLUTION_END, 1)[0]
+        lines = [ln for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        code.append((meta["grade_id"], meta.get("points", 0), len(lines)))
+    return code, manual
+
+
+def test_every_lesson_has_two_graded_exercises_and_points_follow_difficulty():
+    """Lessons 1-12 each have at least 2 graded exercises and the course at least 60 points; a one-line answer is
+    worth 1 point, a whole function (8 or more lines in the model answer) 3 to 5."""
+    total = 0
+    for path in NOTEBOOKS:
+        code, manual = _graded_cells(path)
+        assert len(code) >= 2, f"{path.stem}: {len(code)} graded exercise(s)"
+        for grade_id, points, lines in code:
+            assert 1 <= points <= 5, (path.stem, grade_id, points)
+            if lines <= 1:
+                assert points == 1, f"{path.stem} {grade_id}: a one-line answer worth {points} points"
+            if lines >= 8:
+                assert points >= 3, f"{path.stem} {grade_id}: a {lines}-line answer worth {points} point(s)"
+        total += sum(points for _, points, _ in code) + manual
+    assert total >= 60, f"the course has {total} points"

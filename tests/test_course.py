@@ -605,7 +605,7 @@ def test_real_lesson_with_moved_copied_split_added_and_deleted_cells(tmp_path):
     assert report["check_iou"].cell_index == len(nb.cells) - 1  # the last copy
     assert report["check_iou"].notes[-1] == "hidden tests restored from the teacher version"
     assert "2 cells carry this grade_id" in report["check_iou"].notes[0]
-    assert (report.points, report.max_points) == (1, 2)
+    assert (report.points, report.max_points) == (3, 4)  # check_iou is worth 3 of the lesson's 4 points
 
 
 def test_real_lesson_hidden_test_catches_what_check_iou_lets_through(capsys):

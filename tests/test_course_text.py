@@ -76,3 +76,11 @@ def test_lesson_4_explains_the_shipped_models_stride_4_map():
     assert "stride4_source=True" in code, "build the shipped six-map model from its config"
     assert "box_iou" in code, "show the IoU geometry, computed"
     assert "10/11" in text and "stride-4" in text
+
+
+def test_the_readme_gives_each_lesson_the_study_time_the_lesson_gives():
+    readme = (NOTEBOOKS.parent / "README.md").read_text()
+    for name in ALL:
+        minutes = re.search(r"\*\*Study time:\*\* about (\d+) minutes", _text(name, "markdown")).group(1)
+        row = re.search(rf"^\| \d+ \| `{name}\.ipynb` \|.*\| (\d+) min \|$", readme, re.M)
+        assert row and row.group(1) == minutes, f"{name}: the lesson says {minutes} min, the README {row and row.group(1)}"

@@ -75,3 +75,105 @@ def test_nbgrader_release_has_no_solution_and_matches_our_student_version(releas
     ours = make_student_notebook(teacher, path.name)
     assert [c.source for c in release.cells] == [c.source for c in ours.cells], (
         f"{path.name}: nbgrader's release and `python -m ssd_lib.course student` differ")
+
+
+# ------------------------------------------------- the teacher's workflow: generate_assignment -> submit -> autograde
+
+AUTOGRADED = ["01_boxes", "03_matching", "08_inference"]  # lessons autograded in the suite (each ~15 s per submission)
+
+
+def _solved(release, teacher):
+    """A student's submission with the teacher's answers: the release with each code solution cell's stub
+    replaced by the model answer (the marker lines dropped), as a student who solved everything hands it in."""
+    submission = nbformat.from_dict(release)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c for c in teacher.cells
+               if (c.metadata.get("nbgrader") or {}).get("solution")}
+    for cell in submission.cells:
+        meta = cell.metadata.get("nbgrader") or {}
+        if meta.get("solution") and cell.cell_type == "code":
+            lines = answers[meta["grade_id"]].source.split("\n")
+            cell.source = "\n".join(ln for ln in lines if ln.strip() not in (SOLUTION_BEGIN, SOLUTION_END))
+    return submission
+
+
+@pytest.fixture(scope="module")
+def autograded(released):
+    """nbgrader's own ``autograde`` with its default settings (30 s per cell, no course variable set) on two
+    students: "solved" hands in the teacher's answers, "blank" the release of the first lesson as it is. Returns
+    (course dir, completed process, {(student, lesson): (score, max_score)})."""
+    course, done, tmp = released
+    assert done.returncode == 0, "nbgrader generate_assignment failed (see the test above)"
+    for lesson in AUTOGRADED:
+        release = nbformat.read(course / "release" / ASSIGNMENT / f"{lesson}.ipynb", as_version=4)
+        teacher = nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
+        submissions = [("solved", _solved(release, teacher))] + ([("blank", release)] if lesson == AUTOGRADED[0] else [])
+        for student, notebook in submissions:
+            folder = course / "submitted" / student / ASSIGNMENT
+            folder.mkdir(parents=True, exist_ok=True)
+            nbformat.write(notebook, folder / f"{lesson}.ipynb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_COURSE_")}  # a teacher sets nothing
+    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_DATA_DIR=str(tmp / "jupyter_data"),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    graded = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--create"],
+                            cwd=course, env=env, capture_output=True, text=True, timeout=900)
+    from nbgrader.api import Gradebook
+
+    scores = {}
+    with Gradebook("sqlite:///" + str(tmp / "gradebook.db"), "ssd-course") as gradebook:
+        for student, lessons in (("solved", AUTOGRADED), ("blank", AUTOGRADED[:1])):
+            for lesson in lessons:
+                notebook = gradebook.find_submission_notebook(lesson, ASSIGNMENT, student)
+                scores[student, lesson] = (notebook.code_score, notebook.max_code_score)
+    return course, graded, scores
+
+
+@pytest.mark.slow
+def test_nbgrader_autograde_gives_the_solutions_full_marks_with_default_settings(autograded):
+    course, graded, scores = autograded
+    log = graded.stdout + graded.stderr
+    assert graded.returncode == 0, f"nbgrader autograde failed:\n{log[-4000:]}"
+    assert "Timeout" not in log and "CellTimeoutError" not in log, log[-4000:]
+    for lesson in AUTOGRADED:
+        score, max_score = scores["solved", lesson]
+        assert max_score >= 2 and score == max_score, (lesson, scores["solved", lesson], log[-3000:])
+        executed = nbformat.read(course / "autograded" / "solved" / ASSIGNMENT / f"{lesson}.ipynb", as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, (lesson, [(e["ename"], e["evalue"][:200]) for e in errors])
+        checks = [c for c in executed.cells if (c.metadata.get("nbgrader") or {}).get("grade") and c.cell_type == "code"]
+        assert all("hidden_tests" in c.source for c in checks), f"{lesson}: autograde ran without the hidden tests"
+        printed = "".join(o.get("text", "") for c in checks for o in c.get("outputs", []))
+        assert "(hidden, seed" in printed and "❌" not in printed, printed[-2000:]
+
+
+@pytest.mark.slow
+def test_nbgrader_autograde_gives_a_blank_release_no_points(autograded):
+    _, graded, scores = autograded
+    assert graded.returncode == 0
+    score, max_score = scores["blank", AUTOGRADED[0]]  # one lesson: a blank release runs as long as a solved one
+    assert max_score > 0 and score == 0, scores["blank", AUTOGRADED[0]]
+
+
+def test_grading_mode_follows_nbgrader_s_own_execution_variable(monkeypatch):
+    """nbgrader sets NBGRADER_EXECUTION while it executes (autograde, validate): the course reads it, so a teacher
+    sets nothing; a course variable set to 0 still wins."""
+    import inspect
+
+    import nbgrader.converters.autograde
+    import nbgrader.validator
+
+    from ssd_lib.course.modes import fast_mode, grading_mode
+
+    assert "NBGRADER_EXECUTION='autograde'" in inspect.getsource(nbgrader.converters.autograde)
+    assert "NBGRADER_EXECUTION='validate'" in inspect.getsource(nbgrader.validator)
+    for name in ("SSD_COURSE_FAST", "SSD_COURSE_GRADING", "NBGRADER_EXECUTION"):
+        monkeypatch.delenv(name, raising=False)
+    assert not fast_mode() and not grading_mode()
+    for value in ("autograde", "validate"):
+        monkeypatch.setenv("NBGRADER_EXECUTION", value)
+        assert fast_mode() and grading_mode()
+    monkeypatch.setenv("SSD_COURSE_GRADING", "0")
+    assert fast_mode() and not grading_mode()
+    monkeypatch.setenv("NBGRADER_EXECUTION", "something else")
+    monkeypatch.delenv("SSD_COURSE_GRADING")
+    assert not fast_mode() and not grading_mode()

@@ -73,6 +73,20 @@ class ZoomOut(Step):
         return canvas, {**target, "boxes": boxes + shift}
 
 
+def _patches_pass(patches: Tensor, boxes: Tensor, min_iou: float) -> Tensor:
+    """The sampler's overlap test (Sec. 2.2): which of ``patches (T, 4)`` pass option ``min_iou`` on
+    ``boxes (G, 4)``, G >= 1, both pixel xyxy of one dtype -> ``(T,)`` bool.
+
+    A patch passes if at least one box centre lies strictly inside it and, among those boxes, some box
+    has IoU >= ``min_iou`` with the patch (0.0, the random patch, still needs a centre inside).
+    """
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
+    cx, cy = centres[:, 0], centres[:, 1]
+    inside = (patches[:, 0:1] < cx) & (cx < patches[:, 2:3]) & (patches[:, 1:2] < cy) & (cy < patches[:, 3:4])  # (T, G)
+    best_iou = box_iou(patches, boxes).masked_fill_(~inside, -1.0).amax(dim=1)  # (T,)
+    return inside.any(dim=1) & (best_iou >= min_iou)
+
+
 @dataclass(frozen=True)
 class MinIoURandomCrop(Step):
     """The SSD patch sampler (Sec. 2.2): crop a random patch that overlaps the objects enough.
@@ -131,8 +145,6 @@ class MinIoURandomCrop(Step):
             options = tuple(o for o in options if o is None or o <= 0)
             if not options:
                 return {}
-        else:
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (G, 2)
         for _ in range(self.max_rounds):
             min_iou = options[int(torch.randint(len(options), (1,), generator=generator))]
             if min_iou is None or min_iou >= 1:
@@ -147,12 +159,7 @@ class MinIoURandomCrop(Step):
             ok = (patch_w > 0) & (patch_h > 0) & (aspect >= self.min_aspect) & (aspect <= self.max_aspect)
             if len(boxes):
                 patches = torch.stack((left, top, left + patch_w, top + patch_h), dim=1).to(boxes)  # (T, 4)
-                cx, cy = centres[:, 0], centres[:, 1]
-                inside = (
-                    (patches[:, 0:1] < cx) & (cx < patches[:, 2:3]) & (patches[:, 1:2] < cy) & (cy < patches[:, 3:4])
-                )  # (T, G)
-                best_iou = box_iou(patches, boxes).masked_fill_(~inside, -1.0).amax(dim=1)  # (T,)
-                ok &= inside.any(dim=1).to(ok.device) & (best_iou >= min_iou).to(ok.device)
+                ok &= _patches_pass(patches, boxes, min_iou).to(ok.device)
             hits = ok.nonzero()
             if len(hits):
                 i = int(hits[0, 0])

@@ -7,6 +7,15 @@ SOLUTION`` and, right after it, a check cell (nbgrader metadata ``grade: true``,
 would: each solution region becomes nbgrader's own stub (``# YOUR CODE HERE`` /
 ``raise NotImplementedError()``), hidden tests are removed and outputs cleared.
 
+Model answers to the questions that close a lesson are solutions too. Each one is a markdown cell of
+its own, right after its question, holding only ``<details class="answer"><summary>Model
+answer</summary>`` ... ``</details>`` (collapsed in the teacher notebook) and nbgrader's metadata
+of a written answer worth 0 points (``solution`` and ``grade`` true: nbgrader requires both for a
+markdown solution), so that this module and ``nbgrader generate_assignment`` alike replace the
+whole cell by "YOUR ANSWER HERE": :func:`answer_cell` makes one. A model answer anywhere else is an
+error, since nbgrader would release it; a ``<details>`` hint meant for students (any other summary)
+is kept.
+
 The notebook helpers (:func:`read_notebook`, :func:`cell_source`, :func:`nbgrader_metadata`,
 :func:`replace_regions`, :func:`first_line`, :func:`strip_terminal_colours`) serve the grader too.
 
@@ -30,6 +39,7 @@ from .assets import NOTEBOOK_DIR, NOTEBOOK_GLOB, short_path
 
 __all__ = [
     "SOLUTION_BEGIN", "SOLUTION_END", "HIDDEN_BEGIN", "HIDDEN_END", "CODE_STUB", "TEXT_STUB",
+    "ANSWER_BEGIN", "ANSWER_END", "answer_cell", "is_answer_cell",
     "NotebookFormatError", "make_student_notebook", "generate_student_versions", "check_student_versions",
     "read_notebook", "cell_source", "nbgrader_metadata", "replace_regions", "first_line", "strip_terminal_colours",
     "main",
@@ -41,6 +51,11 @@ SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 CODE_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"  # nbgrader's default code stub
 TEXT_STUB = "YOUR ANSWER HERE"  # nbgrader's default text stub
+ANSWER_BEGIN, ANSWER_END = '<details class="answer"><summary>Model answer</summary>', "</details>"
+# What gives a model answer away: the answer class, or a summary naming answers or solutions. A hint's
+# <details> ("Hint", "Show a tip") matches neither and reaches the students.
+_ANSWER_MARK = re.compile(r"<details\b[^>]*\bclass\s*=\s*[\"']?[^>]*\banswer\b"
+                          r"|<summary>\s*(?:model\s+)?(?:answers?|solutions?)\s*</summary>", re.IGNORECASE)
 # Output-like metadata dropped from the student version (nbconvert's ClearOutput drops the first two).
 _CELL_METADATA_TO_DROP = ("collapsed", "scrolled", "execution")
 _NOTEBOOK_METADATA_TO_DROP = ("celltoolbar", "widgets")  # nbgrader drops celltoolbar; widgets = saved widget state
@@ -132,6 +147,29 @@ def strip_terminal_colours(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+# ---------------------------------------------------------------- model answers
+
+def answer_cell(answer: str, grade_id: str, cell_id: str | None = None):
+    """The markdown cell of a model answer (markdown ``answer``) to an end-of-lesson question, to go
+    right after the question's cell: ``answer`` inside ANSWER_BEGIN .. ANSWER_END, with the nbgrader
+    metadata of a written answer worth 0 points (``grade_id`` e.g. "answer_q1", unique in the notebook)."""
+    import nbformat
+
+    meta = {"nbgrader": {"grade": True, "grade_id": grade_id, "locked": False, "points": 0, "schema_version": 3,
+                         "solution": True, "task": False}}
+    cell = nbformat.v4.new_markdown_cell(f"{ANSWER_BEGIN}\n\n{answer.strip()}\n\n{ANSWER_END}", metadata=meta)
+    if cell_id is not None:
+        cell["id"] = cell_id
+    return cell
+
+
+def is_answer_cell(cell) -> bool:
+    """Whether ``cell`` is a model-answer cell as :func:`answer_cell` makes them."""
+    meta, source = nbgrader_metadata(cell), cell_source(cell).strip()
+    return (cell.get("cell_type") == "markdown" and bool(meta.get("solution")) and bool(meta.get("grade"))
+            and source.startswith(ANSWER_BEGIN) and source.endswith(ANSWER_END))
+
+
 # ---------------------------------------------------------------- student versions
 
 def _describe_cell(name: str, index: int, cell) -> str:
@@ -148,6 +186,8 @@ def make_student_notebook(nb, name: str = "notebook"):
     line; "YOUR ANSWER HERE" in markdown), a solution cell without markers is replaced whole,
     ``### BEGIN HIDDEN TESTS`` .. ``### END HIDDEN TESTS`` regions are removed, outputs and
     execution counts are cleared, and the nbgrader metadata is kept. ``name`` appears in errors.
+    A model answer (an answer cell is a solution cell, replaced whole) that would survive this is a
+    NotebookFormatError: nbgrader would release it.
     """
     import nbformat
 
@@ -168,6 +208,10 @@ def make_student_notebook(nb, name: str = "notebook"):
             source, removed = replace_regions(source, HIDDEN_BEGIN, HIDDEN_END, None, where)
             if removed and not meta.get("grade"):
                 raise NotebookFormatError(f"{where}: has hidden tests but its nbgrader metadata lacks \"grade\": true")
+            if cell.cell_type == "markdown" and _ANSWER_MARK.search(source):
+                raise NotebookFormatError(f"{where}: a model answer outside an answer cell would reach the students; "
+                                          f"put it alone in the markdown cell after its question, made by "
+                                          f"ssd_lib.course.student.answer_cell (nbgrader solution and grade true)")
             cell.source = source
         if cell.cell_type == "code":
             cell.outputs = []

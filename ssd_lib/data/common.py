@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as F
 
@@ -47,8 +47,8 @@ def read_image(path: str | Path) -> Tensor:
 
     Grayscale, palette, RGBA and 16-bit images are converted to RGB (alpha is dropped, as
     torchvision.io's ``ImageReadMode.RGB`` does). EXIF orientation is ignored: VOC and COCO
-    annotations refer to the stored pixels. A missing file raises FileNotFoundError; an unreadable
-    or truncated one raises OSError naming the file.
+    annotations refer to the stored pixels. A missing file raises FileNotFoundError; an unreadable,
+    truncated or corrupt one raises OSError naming the file, in one line.
     """
     path = Path(path)
     if not path.is_file():
@@ -57,8 +57,11 @@ def read_image(path: str | Path) -> Tensor:
         with Image.open(path) as img:
             img.load()  # decode now, so that truncated files fail here and not later
             img = _to_rgb(img)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise OSError(f"could not read image {path}: {err} (is the file corrupt or truncated?)") from err
+    except Exception as err:  # noqa: BLE001 - PIL's decoders raise many types for a damaged file
+        # (OSError, SyntaxError, ValueError, EOFError, struct.error, DecompressionBombError when a damaged
+        # header declares billions of pixels): every one means "this file cannot be read as an image".
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise OSError(f"could not read image {path}: {reason} (is the file corrupt or truncated?)") from err
     return F.to_dtype(F.pil_to_tensor(img), torch.float32, scale=True)
 
 

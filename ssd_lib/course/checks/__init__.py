@@ -28,36 +28,42 @@ One module per lesson, on the shared machinery of ``harness`` (cases, comparison
   1   ``boxes``        ``check_iou``, ``check_xyxy_to_cxcywh``
   2   ``priors``       ``check_scales``, ``check_default_boxes``
   3   ``matching``     ``check_match``, ``check_encode``
-  4   ``network``      ``check_out_size``
-  5   ``loss``         ``check_smooth_l1``, ``check_hard_negative_mining``, ``check_multibox_loss``
-  6   ``augment``      ``check_hflip``
-  7   ``train``        ``check_lr_schedule``
+  4   ``network``      ``check_out_size``; ``check_predict`` (module ``heads``)
+  5   ``loss``         ``check_smooth_l1``, ``check_hard_negative_mining`` (and, in ``multibox``,
+                       ``check_multibox_loss``)
+  6   ``augment``      ``check_hflip`` (and, in ``crop``, ``check_min_iou_crop``)
+  7   ``train``        ``check_lr_schedule`` (and, in ``sgd``, ``check_sgd_step``)
   8   ``detect``       ``check_decode``, ``check_nms``
-  9   ``metrics``      ``check_average_precision``
- 10   ``ablations``    ``check_compare_runs``
+  9   ``metrics``      ``check_tp_fp``, ``check_average_precision``
+ 10   ``ablations``    ``check_compare_runs``, ``check_summarize``
  11   ``lab``          ``check_clip_priors``, ``check_labels_from_names``, ``check_num_classes``,
-                       ``check_sanitize_boxes``, ``check_mean_average_precision`` (the lab also
-                       uses ``check_decode``, ``check_smooth_l1``, ``check_hard_negative_mining``
-                       and ``check_lr_schedule``)
+                       ``check_sanitize_boxes``, ``check_mean_average_precision`` (and, in
+                       ``diagnoses``, ``check_diagnose_decode``, ``check_diagnose_loc_loss``,
+                       ``check_diagnose_mining``, ``check_diagnose_warmup``)
  12   ``export``       ``check_predict_with``, ``check_same_detections``
 ====  ===============  ====================================================================
 
 Every checker is importable from here.
 """
-from .ablations import check_compare_runs
+from .ablations import check_compare_runs, check_summarize
 from .augment import check_hflip
 from .boxes import check_iou, check_xyxy_to_cxcywh
+from .crop import check_min_iou_crop
 from .detect import check_decode, check_nms
+from .diagnoses import check_diagnose_decode, check_diagnose_loc_loss, check_diagnose_mining, check_diagnose_warmup
 from .export import check_predict_with, check_same_detections
 from .harness import CheckResult
 from .hidden import hidden_tests
 from .lab import (check_clip_priors, check_labels_from_names, check_mean_average_precision, check_num_classes,
                   check_sanitize_boxes)
-from .loss import check_hard_negative_mining, check_multibox_loss, check_smooth_l1
+from .loss import check_hard_negative_mining, check_smooth_l1
 from .matching import check_encode, check_match
-from .metrics import check_average_precision
+from .metrics import check_average_precision, check_tp_fp
+from .multibox import check_multibox_loss
 from .network import check_out_size
+from .heads import check_predict
 from .priors import check_default_boxes, check_scales
+from .sgd import check_sgd_step
 from .train import check_lr_schedule
 
 __all__ = [
@@ -67,6 +73,7 @@ __all__ = [
     "check_xyxy_to_cxcywh",
     "check_encode",
     "check_out_size",
+    "check_predict",
     "check_decode",
     "check_scales",
     "check_default_boxes",
@@ -75,10 +82,14 @@ __all__ = [
     "check_hard_negative_mining",
     "check_multibox_loss",
     "check_hflip",
+    "check_min_iou_crop",
     "check_nms",
     "check_average_precision",
+    "check_tp_fp",
     "check_lr_schedule",
+    "check_sgd_step",
     "check_compare_runs",
+    "check_summarize",
     "check_predict_with",
     "check_same_detections",
     "check_clip_priors",
@@ -86,4 +97,8 @@ __all__ = [
     "check_num_classes",
     "check_sanitize_boxes",
     "check_mean_average_precision",
+    "check_diagnose_decode",
+    "check_diagnose_loc_loss",
+    "check_diagnose_mining",
+    "check_diagnose_warmup",
 ]

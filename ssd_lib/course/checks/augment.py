@@ -1,4 +1,6 @@
-"""Lesson 6 (notebook 06_augmentation): the horizontal flip of an image and its boxes.
+"""Lesson 6 (notebook 06_augmentation): the horizontal flip of an image and its boxes. (The lesson's other
+checker, ``check_min_iou_crop`` for the min-IoU patch sampler, is in :mod:`.crop`: this module would outgrow
+the 300 lines a checker module may have.)
 
 ``check_hflip`` compares ``hflip(image, boxes)`` with ``ssd_lib.augment.RandomHorizontalFlip`` when
 it flips: the image exactly, the pixel xyxy boxes to 1e-5.

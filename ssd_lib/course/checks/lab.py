@@ -2,9 +2,10 @@
 
 ``check_clip_priors``, ``check_labels_from_names``, ``check_num_classes``, ``check_sanitize_boxes`` and
 ``check_mean_average_precision`` compare with the library's own functions (``ssd_lib.priors``,
-``ssd_lib.data``, ``ssd_lib.metrics``). The lab's decode, smooth L1, hard negative mining and lr
-schedule exercises use ``check_decode``, ``check_smooth_l1``, ``check_hard_negative_mining`` and
-``check_lr_schedule`` (modules ``detect``, ``loss`` and ``train``).
+``ssd_lib.data``, ``ssd_lib.metrics``). The lab's other four stations (decode, smooth L1, hard negative
+mining, warm-up), whose fixed pieces earlier lessons grade, grade a diagnosis instead: the learner names the
+bug from the evidence it left, checked in module ``diagnoses`` (``check_diagnose_decode``,
+``check_diagnose_loc_loss``, ``check_diagnose_mining``, ``check_diagnose_warmup``).
 
 Usage::
 

@@ -2,7 +2,9 @@
 
 ``check_smooth_l1`` compares elementwise smooth L1 with ``F.smooth_l1_loss``;
 ``check_hard_negative_mining`` the 3:1 negative mask with :func:`ssd_lib.loss.hard_negative_mask`
-(any choice among tied losses passes); ``check_multibox_loss`` the whole loss with ``MultiBoxLoss``.
+(any choice among tied losses passes). The lesson's third checker, ``check_multibox_loss`` (the whole loss,
+compared with ``MultiBoxLoss``), has a module of its own, ``multibox``: its diagnoses of the common mistakes
+would take this one past 300 lines.
 
 Usage::
 
@@ -11,19 +13,15 @@ Usage::
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.models.detection.ssd import SSD as TorchvisionSSD
 
-import ssd_lib.loss
-from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
+from ssd_lib.loss import hard_negative_mask
 
-from .harness import (Case, CheckResult, Mismatch, all_close, as_tensor, check_form, compare_number, compare_tensor,
-                      fmt, run, tensor)
+from .harness import Case, CheckResult, Mismatch, all_close, as_tensor, check_form, compare_tensor, fmt, run, tensor
 from .tripwire import Forbid
 
 _SMOOTH_SMALL = "for |x| < 1 smooth L1 is 0.5 * x**2 (quadratic near 0, so the gradient fades smoothly)"
@@ -141,66 +139,3 @@ def check_hard_negative_mining(fn: Callable, seed: int = 0) -> CheckResult:
     ]
     return run("check_hard_negative_mining", fn, ("conf_loss", "positive", "neg_pos_ratio"), cases,
                hard_negative_mask, _compare_hard_negatives, _MINING_FORBID)
-
-
-_LOSS = ("L = (L_conf + L_loc) / N (Eq. 1): cross-entropy over positives and mined negatives, smooth L1 over positives, "
-         "both summed, then divided by N, the number of positives in the whole batch")
-_LOSS_NO_POSITIVES = "with N = 0 the loss is 0 (Eq. 1): divide by max(N, 1), or 0 / 0 gives NaN"
-
-
-def _loss_inputs(generator: torch.Generator, positives: list[int], num_boxes: int, num_classes: int) -> tuple:
-    """Random (loc, logits, loc_targets, labels) for one image per entry of ``positives``."""
-    batch = len(positives)
-    loc = torch.randn(batch, num_boxes, 4, generator=generator)
-    logits = torch.randn(batch, num_boxes, num_classes, generator=generator)
-    loc_targets = torch.randn(batch, num_boxes, 4, generator=generator)
-    labels = torch.zeros(batch, num_boxes, dtype=torch.long)
-    for b, n in enumerate(positives):
-        boxes = torch.randperm(num_boxes, generator=generator)[:n]
-        labels[b, boxes] = torch.randint(1, num_classes, (n,), generator=generator)
-    return loc, logits, loc_targets, labels
-
-
-def _multibox_reference(loc: Tensor, logits: Tensor, loc_targets: Tensor, labels: Tensor) -> Tensor:
-    return MultiBoxLoss()(loc, logits, loc_targets, labels).total
-
-
-def _diagnose_loss(value: float, expected: float, labels: Tensor) -> Optional[str]:
-    n = int((labels > 0).sum())
-    if math.isnan(value):
-        return _LOSS_NO_POSITIVES if n == 0 else "the loss is NaN: " + _LOSS
-    if n > 1 and math.isclose(value, expected * n, rel_tol=1e-4):
-        return f"divide by N = {n}, the number of positive default boxes in the batch (Eq. 1)"
-    return None
-
-
-_MULTIBOX_FORBID = Forbid("check_multibox_loss", "the MultiBox loss", (
-    MultiBoxLoss.forward, ssd_lib.loss.hard_negative_mask, TorchvisionSSD.compute_loss),
-    "torch operations, F.cross_entropy, F.smooth_l1_loss (or your smooth_l1) and your own hard negative mining")
-
-
-def check_multibox_loss(fn: Callable, seed: int = 0) -> CheckResult:
-    """Check ``multibox_loss(loc (B, P, 4), logits (B, P, C), loc_targets (B, P, 4), labels (B, P)) -> scalar``
-    against ``MultiBoxLoss()(...).total`` (hard negative mining 3:1, alpha = 1)."""
-    g = torch.Generator().manual_seed(seed)
-    differentiable = _loss_inputs(g, [3, 1], 10, 3)
-    differentiable[0].requires_grad_(True)
-    differentiable[1].requires_grad_(True)
-    cases = [
-        Case("one image, 3 positives", _loss_inputs(g, [3], 12, 3), _LOSS),
-        Case("no positives (N = 0)", _loss_inputs(g, [0], 12, 3), _LOSS_NO_POSITIVES),
-        Case("two images, 2 and 4 positives", _loss_inputs(g, [2, 4], 16, 4), _LOSS),
-        Case(f"random batch of 3 images (seed {seed})", _loss_inputs(g, [5, 0, 8], 40, 5), _LOSS),
-        Case("the loss is differentiable", differentiable,
-             "return a tensor computed from loc and logits (no .item(), float() or numpy), so that .backward() works"),
-    ]
-
-    def compare(expected: Tensor, got: Any, args: tuple) -> None:
-        expected_value = float(expected)
-        compare_number(expected_value, got, what="the loss", atol=1e-5, rtol=1e-4,
-                       diagnose=lambda value: _diagnose_loss(value, expected_value, args[3]))
-        if args[0].requires_grad and not (isinstance(got, Tensor) and got.requires_grad):
-            raise Mismatch("your loss is not connected to loc and logits (it has no gradient)")
-
-    return run("check_multibox_loss", fn, ("loc", "logits", "loc_targets", "labels"), cases, _multibox_reference, compare,
-               _MULTIBOX_FORBID)

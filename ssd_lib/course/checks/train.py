@@ -1,7 +1,8 @@
 """Lesson 7 (notebook 07_training): the learning-rate schedule (linear warm-up, then cosine).
 
 ``check_lr_schedule`` compares ``lr_at(step, total_steps, base_lr, warmup_steps)`` with
-``base_lr * ssd_lib.train.lr_factor`` (``schedule="cosine"``).
+``base_lr * ssd_lib.train.lr_factor`` (``schedule="cosine"``). The lesson's other exercise, one SGD
+step with momentum and weight decay (``check_sgd_step``), is checked in :mod:`.sgd`.
 
 Usage::
 
