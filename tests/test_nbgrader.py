@@ -39,12 +39,18 @@ def released(tmp_path_factory):
         f"c.CourseDirectory.root = {str(course)!r}\n"
         f"c.CourseDirectory.db_url = {'sqlite:///' + str(tmp / 'gradebook.db')!r}\n"
         "c.CourseDirectory.course_id = 'ssd-course'\n")
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_DATA_DIR=str(tmp / "jupyter_data"))
-    # nbgrader runs the `alembic` command of its environment to set up the gradebook.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    done = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force"],
-                          cwd=course, env=env, capture_output=True, text=True, timeout=300)
+    done = _nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course, tmp, timeout=300)
     return course, done, tmp
+
+
+def _nbgrader(args, course, tmp, timeout):
+    """Run nbgrader's own command in ``course`` with state folders under ``tmp`` and no course variable set
+    (a teacher sets nothing); nbgrader runs the `alembic` command of its environment to set up the gradebook."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_COURSE_")}
+    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_DATA_DIR=str(tmp / "jupyter_data"),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -111,11 +117,7 @@ def autograded(released):
             folder = course / "submitted" / student / ASSIGNMENT
             folder.mkdir(parents=True, exist_ok=True)
             nbformat.write(notebook, folder / f"{lesson}.ipynb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSD_COURSE_")}  # a teacher sets nothing
-    env.update(JUPYTER_CONFIG_DIR=str(tmp / "jupyter_config"), JUPYTER_DATA_DIR=str(tmp / "jupyter_data"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
-    graded = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--create"],
-                            cwd=course, env=env, capture_output=True, text=True, timeout=900)
+    graded = _nbgrader(["autograde", ASSIGNMENT, "--create"], course, tmp, timeout=900)
     from nbgrader.api import Gradebook
 
     scores = {}
