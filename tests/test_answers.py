@@ -24,7 +24,8 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 LESSONS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 # The lessons whose closing questions have model answers; add a lesson's stem here once its answers are written.
 ANSWERED = ["01_boxes", "02_default_boxes", "03_matching", "04_network", "05_loss", "06_augmentation",
-            "07_training", "08_inference", "09_evaluation", "10_ablations", "12_deployment"]
+            "07_training", "08_inference", "09_evaluation", "10_ablations", "11_debugging",
+            "12_deployment"]
 QUESTIONS_HEADING = "## Questions"
 QUESTION = re.compile(r"\*\*Question (\d+)\.\*\* \S")
 HINT = "<details><summary>Hint</summary>\n\nBroadcast with `[:, None]`, HINT_TOKEN_4e1.\n\n</details>"
