@@ -295,6 +295,7 @@ def test_a_memorised_solution_passes_the_public_cases_and_fails_the_hidden_tests
     assert not result.passed and "(hidden, seed 7)" in result.message, result.message
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_the_hidden_tests_run_on_cuda():
     result = hidden_tests(check_predict, predict, seeds=(7, 1234))

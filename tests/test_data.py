@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -265,15 +264,10 @@ def test_shapes_transforms_applied():
     check_item(image, target, num_classes=6)
 
 
-def test_shapes_describe_and_speed():
-    dataset = ShapesDataset("train", size=100)
-    text = dataset.describe(100)
+def test_shapes_describe():
+    # Rendering speed is a benchmark, not a test: python -m benchmarks.bench_budgets
+    text = ShapesDataset("train", size=100).describe(100)
     assert "ms/image" in text and "star" in text
-    start = time.process_time()
-    for i in range(100):
-        dataset[i]
-    ms = (time.process_time() - start) * 10
-    assert ms < 20, f"{ms:.1f} ms per image"  # about 2-3 ms on one core; generous for busy CI machines
 
 
 # =============================================================================================

@@ -170,3 +170,13 @@ def test_the_course_commands_reach_the_command_line_through_entry_points(command
     assert command in commands, f"{command} is not registered under ssd_lib.commands (pyproject.toml; reinstall)"
     assert commands[command].entry_point.value.startswith("ssd_lib.course.")
     assert commands[command].description()
+
+
+def test_the_license_is_an_spdx_string_with_its_file():
+    # A table (`{ text = "MIT" }`) makes setuptools >= 77 print a deprecation wall at every `pip install -e .`.
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert (root / "LICENSE").read_text().startswith("MIT License")

@@ -54,6 +54,54 @@ def test_ssd512_has_24564_default_boxes():
     assert default_boxes(cfg).shape == (24564, 4)
 
 
+# The released Caffe configurations as literal numbers (ssd_pascal.py / ssd_pascal_512.py; paper Sec. 3.1 and its
+# footnote 3), written here and not read from the presets, so that a wrong number in a preset fails.
+RELEASED = {
+    "ssd300": dict(image_size=300, feature_maps=(38, 19, 10, 5, 3, 1), steps=(8, 16, 32, 64, 100, 300),
+                   min_sizes=(30, 60, 111, 162, 213, 264), max_sizes=(60, 111, 162, 213, 264, 315),
+                   ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)), total=8732),
+    "ssd512": dict(image_size=512, feature_maps=(64, 32, 16, 8, 4, 2, 1), steps=(8, 16, 32, 64, 128, 256, 512),
+                   min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
+                   max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
+                   ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)), total=24564),
+}
+
+
+def _caffe_prior_boxes(image_size, feature_maps, steps, min_sizes, max_sizes, ratios, **_) -> torch.Tensor:
+    """The released PriorBox layer's loop, transcribed: per cell, the min square, the sqrt(min * max) square,
+    then each ratio and its inverse; centres (j + 0.5) * step. (P, 4) pixel cx, cy, w, h, float64."""
+    rows = []
+    for f, step, lo, hi, rs in zip(feature_maps, steps, min_sizes, max_sizes, ratios):
+        for i in range(f):
+            for j in range(f):
+                cx, cy = (j + 0.5) * step, (i + 0.5) * step
+                rows += [(cx, cy, lo, lo), (cx, cy, math.sqrt(lo * hi), math.sqrt(lo * hi))]
+                for r in rs:
+                    rows += [(cx, cy, lo * math.sqrt(r), lo / math.sqrt(r)), (cx, cy, lo / math.sqrt(r), lo * math.sqrt(r))]
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _sorted_rows(boxes: torch.Tensor) -> torch.Tensor:
+    rounded = (boxes * 1e6).round()
+    for column in reversed(range(rounded.shape[1])):  # lexicographic sort, last key first (stable sorts)
+        rounded = rounded[torch.sort(rounded[:, column], stable=True).indices]
+    return rounded
+
+
+@pytest.mark.parametrize("name", ["ssd300", "ssd512"])
+def test_presets_are_the_released_numbers(name):
+    released = RELEASED[name]
+    cfg = getattr(PriorConfig, name)()
+    assert cfg.image_size == released["image_size"] and cfg.feature_maps == released["feature_maps"]
+    assert cfg.steps == released["steps"]
+    assert cfg.min_sizes == pytest.approx(released["min_sizes"]) and cfg.max_sizes == pytest.approx(released["max_sizes"])
+    assert tuple(tuple(r) for r in cfg.aspect_ratios) == released["ratios"]
+    expected = _caffe_prior_boxes(**released)
+    assert len(expected) == released["total"] == cfg.num_priors
+    ours = default_boxes(cfg, dtype=torch.float64) * cfg.image_size  # normalised cx, cy, w, h -> pixels
+    torch.testing.assert_close(_sorted_rows(ours), _sorted_rows(expected), rtol=0, atol=1)  # 1e-6 px
+
+
 def test_ssd300_boxes_per_location():
     assert PriorConfig.ssd300().boxes_per_location == (4, 6, 6, 6, 4, 4)
     assert PriorConfig.ssd300().feature_maps == (38, 19, 10, 5, 3, 1)
