@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 
 # Run as a script from anywhere without installing the package: put the repository root on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssd_lib.augment import IMAGENET_MEAN, IMAGENET_STD, SSDAugmentation
+from ssd_lib.augment import IMAGENET_MEAN, IMAGENET_STD, Compose, Normalize, RandomHorizontalFlip, Resize, SSDAugmentation
 
 Sample = tuple[torch.Tensor, dict]
 
@@ -87,6 +87,23 @@ def to_tv_tensors(samples: list[Sample]) -> list[tuple[tv_tensors.Image, dict]]:
     return wrapped
 
 
+def deterministic_agreement(samples: list[Sample], size: int = 300, n: int = 20) -> dict[str, float]:
+    """The steps of both pipelines that draw no random numbers once their coin is fixed (a flip that always
+    flips, the resize without antialias, the normalisation), run on the same samples: the largest absolute
+    difference of the images and of the boxes. Throughput is only comparable if these agree."""
+    ours = Compose([RandomHorizontalFlip(p=1.0), Resize(size), Normalize()])
+    theirs = v2.Compose([v2.RandomHorizontalFlip(p=1.0), v2.Resize((size, size), antialias=False),
+                         v2.Normalize(mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD))])
+    image_diff = box_diff = 0.0
+    for (image, target), (tv_image, tv_target) in zip(samples[:n], to_tv_tensors(samples[:n])):
+        our_image, our_target = ours(image, target)
+        their_image, their_target = theirs(tv_image, tv_target)
+        image_diff = max(image_diff, float((our_image - their_image.as_subclass(torch.Tensor)).abs().max()))
+        boxes = our_target["boxes"] - their_target["boxes"].as_subclass(torch.Tensor)
+        box_diff = max(box_diff, float(boxes.abs().max()) if boxes.numel() else 0.0)
+    return {"images_compared": min(n, len(samples)), "max_abs_image_diff": image_diff, "max_abs_box_diff": box_diff}
+
+
 def _images_per_second(pipeline: Callable, samples: list, seed: int) -> float:
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -128,6 +145,7 @@ def run(n: int = 200, repeats: int = 5, size: int = 300, threads: Optional[int] 
         "all_images_per_s": rates,
         "ratio_vs_torchvision": medians["ssd_lib"] / medians["torchvision_v2"],
         "ratio_vs_torchvision_no_antialias": medians["ssd_lib"] / medians["torchvision_v2_no_antialias"],
+        "deterministic_agreement": deterministic_agreement(samples, size),
     }
 
 

@@ -1,8 +1,9 @@
 """The results, three ways: a terminal table, ``latest.json`` + ``latest.md`` (written atomically), and the
 recorded section of ``benchmarks/RESULTS.md`` for the device (between its ``results:<device>`` markers).
 
-A run made with ``--quick``, or on a machine whose load average exceeds half its cores, is labelled
-a smoke run in every output: its figures are not benchmark figures.
+A run made with ``--quick`` is labelled SMOKE RUN in every output (its figures are not benchmark figures); a
+full run on a machine whose load average exceeds half its cores is labelled LOADED MACHINE (read its process
+CPU times, not its wall clock). :func:`smoke_label` writes both labels; RESULTS.md uses the same words.
 
 Usage::
 
