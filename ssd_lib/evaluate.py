@@ -37,8 +37,12 @@ image, ``scores (D,)``, ``labels (D,)`` in 1..C, CPU tensors (what :func:`predic
 @torch.no_grad()
 def predict(model: nn.Module, images: list[torch.Tensor], score_threshold: float = SCORE_THRESHOLD,
             nms_threshold: float = NMS_THRESHOLD, top_k: int = TOP_K, device: torch.device | str | None = None,
-            pre_nms_top_k: int = PRE_NMS_TOP_K) -> list[dict]:
-    """Detections in pixel xyxy of each original image. ``images``: list of (3, H, W) in [0, 1]."""
+            pre_nms_top_k: int = PRE_NMS_TOP_K, postprocess: Callable[..., list[dict]] = detect) -> list[dict]:
+    """Detections in pixel xyxy of each original image. ``images``: list of (3, H, W) in [0, 1].
+
+    ``postprocess(loc, logits, priors, score_threshold, nms_threshold, top_k, pre_nms_top_k)`` turns the
+    network's outputs into per-image detections in [0, 1] coordinates, as :func:`ssd_lib.detect.detect` (the
+    default) does; lesson 13 passes the learner's own decoding + NMS."""
     base = getattr(model, "module", model)
     device = torch.device(device) if device is not None else base.priors.device
     transform = SSDTransform(size=base.prior_config.image_size)
@@ -48,20 +52,23 @@ def predict(model: nn.Module, images: list[torch.Tensor], score_threshold: float
     base.eval()
     loc, logits = base(batch)
     base.train(was_training)
-    dets = detect(loc, logits, base.priors, score_threshold, nms_threshold, top_k, pre_nms_top_k)
+    dets = postprocess(loc, logits, base.priors, score_threshold, nms_threshold, top_k, pre_nms_top_k)
     dets = scale_detections(dets, [tuple(img.shape[-2:]) for img in images])
     return [{k: v.cpu() for k, v in d.items()} for d in dets]
 
 
 def evaluate_predictor(predict: Predictor, dataset: Dataset, batch_size: int = 32, coco: bool = False,
                        use_07_metric: bool = True, distributed: bool = False, progress: bool = False,
-                       limit: int | None = None, return_detections: bool = False) -> dict:
+                       limit: int | None = None, return_detections: bool = False,
+                       inclusive_areas: bool = False) -> dict:
     """VOC mAP@0.5 (and COCO AP when ``coco``) of the detections ``predict`` gives on ``dataset``.
 
     ``predict``: a :data:`Predictor`, called on batches of ``batch_size`` images of ``dataset``
     (items ``(image, target)`` without transform). ``limit``: only the first ``limit`` items.
     Returns :func:`ssd_lib.metrics.evaluate_voc`'s dict, with ``coco`` (:func:`ssd_lib.metrics.evaluate_coco`'s
     dict) when asked, and ``detections`` / ``ground_truths`` (lists in dataset order) with ``return_detections``.
+    ``inclusive_areas``: :func:`ssd_lib.metrics.evaluate_voc`'s, only for a dataset whose boxes are inclusive
+    pixel indices; ``ssd_lib``'s loaders give pixel edges, whose plain IoU already is the VOC devkit's.
     With ``distributed`` (under torchrun, a process group initialised), each rank predicts its share
     of the images, the detections are gathered to every rank, and every rank returns the same,
     complete result.
@@ -89,7 +96,7 @@ def evaluate_predictor(predict: Predictor, dataset: Dataset, batch_size: int = 3
         truths = [by_index[i][1] for i in range(n)]
     class_names = list(getattr(dataset, "classes", [])) or None
     result = evaluate_voc(detections, truths, use_07_metric=use_07_metric, class_names=class_names,
-                          num_classes=len(class_names) if class_names else None)
+                          num_classes=len(class_names) if class_names else None, inclusive_areas=inclusive_areas)
     if coco:
         result["coco"] = evaluate_coco(detections, truths, class_names=class_names)
     if return_detections:
@@ -100,7 +107,8 @@ def evaluate_predictor(predict: Predictor, dataset: Dataset, batch_size: int = 3
 @torch.no_grad()
 def evaluate_model(model: nn.Module, dataset: Dataset, batch_size: int = 32, device: torch.device | str | None = None,
                    coco: bool = False, use_07_metric: bool = True, distributed: bool = False, progress: bool = False,
-                   limit: int | None = None, return_detections: bool = False, **detect_kwargs) -> dict:
+                   limit: int | None = None, return_detections: bool = False, inclusive_areas: bool = False,
+                   **detect_kwargs) -> dict:
     """VOC mAP@0.5 (and COCO AP when ``coco``) of ``model`` on ``dataset`` (items without transform).
 
     :func:`evaluate_predictor` with :func:`predict` (``device`` and ``detect_kwargs``, e.g.
@@ -112,4 +120,4 @@ def evaluate_model(model: nn.Module, dataset: Dataset, batch_size: int = 32, dev
 
     return evaluate_predictor(predict_batch, dataset, batch_size=batch_size, coco=coco, use_07_metric=use_07_metric,
                               distributed=distributed, progress=progress, limit=limit,
-                              return_detections=return_detections)
+                              return_detections=return_detections, inclusive_areas=inclusive_areas)

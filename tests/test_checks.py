@@ -210,7 +210,7 @@ def my_nms(boxes, scores, iou_threshold, strict=True, by_score=True, only_kept_s
 
 
 def my_average_precision(recall, precision, use_07_metric=True, envelope=True, always=None,
-                         levels=np.arange(11) / 10):
+                         levels=np.arange(0.0, 1.1, 0.1)):
     if always is not None:
         use_07_metric = always
     if envelope:
@@ -295,8 +295,8 @@ WRONG = [
     (checks.check_average_precision, P(my_average_precision, always=False), "recall stops at exactly 0.3", "other AP"),
     (checks.check_average_precision, P(my_average_precision, envelope=False), "precision goes up again (11-point)",
      "envelope"),
-    (checks.check_average_precision, P(my_average_precision, levels=np.arange(0.0, 1.1, 0.1)), "exactly 0.3",
-     "np.arange(11) / 10"),
+    (checks.check_average_precision, P(my_average_precision, levels=np.arange(11) / 10), "exactly 0.3",
+     "np.arange(0, 1.1, 0.1)"),
     (checks.check_lr_schedule, P(lr_at, warmup=False), "step 0", "left out the warm-up"),
     (checks.check_out_size, P(out_size, dilate=False), "fc6", "d (k - 1) + 1"),
     (checks.check_out_size, P(out_size, both_sides=False), "conv1_1", "BOTH sides"),

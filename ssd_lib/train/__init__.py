@@ -17,10 +17,10 @@ Usage::
     result = train(model, ShapesDataset("train"), ShapesDataset("val"), TrainConfig.small_cpu(), out_dir="runs/demo")
     print(result.history[-1])
 """
-from .batches import EpochSampler, SeededAugmented, batch_targets, check_targets, normalized_targets
+from .batches import EpochSampler, SeededAugmented, batch_targets, check_targets, library_targets, normalized_targets
 from .config import TrainConfig, lr_factor, native_bf16, pick_device
 from .loop import MAX_SKIPPED_STEPS, NonFiniteLossError, TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "train", "NonFiniteLossError", "MAX_SKIPPED_STEPS", "pick_device",
-           "native_bf16", "lr_factor", "normalized_targets", "check_targets", "batch_targets", "EpochSampler",
-           "SeededAugmented"]
+           "native_bf16", "lr_factor", "normalized_targets", "check_targets", "batch_targets", "library_targets",
+           "EpochSampler", "SeededAugmented"]

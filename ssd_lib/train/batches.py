@@ -19,7 +19,8 @@ from torch.utils.data import Dataset, Sampler
 
 from ..matching import match_batch
 
-__all__ = ["SeededAugmented", "EpochSampler", "normalized_targets", "check_targets", "batch_targets"]
+__all__ = ["SeededAugmented", "EpochSampler", "normalized_targets", "check_targets", "batch_targets",
+           "library_targets"]
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -120,11 +121,29 @@ def check_targets(targets: list[dict], num_classes: int) -> None:
                 "if your labels start at 0, add 1")
 
 
-def batch_targets(targets: list[dict], image_size: tuple[int, int], priors: Tensor, num_classes: int):
+def library_targets(gt_boxes: list[Tensor], gt_labels: list[Tensor], priors: Tensor) -> tuple[Tensor, Tensor]:
+    """The library's targets for checked objects: :func:`ssd_lib.matching.match_batch` (matching, Sec. 2.2,
+    and encoding, Eq. 2) without its own checks, which :func:`check_targets` has done."""
+    return match_batch(gt_boxes, gt_labels, priors, validate=False)
+
+
+def batch_targets(targets: list[dict], image_size: tuple[int, int], priors: Tensor, num_classes: int,
+                  assign: Callable[[list[Tensor], list[Tensor], Tensor], tuple[Tensor, Tensor]] = library_targets):
     """A CPU batch's targets for the loss: checked once (:func:`check_targets`), scaled to [0, 1], moved
-    to the device of ``priors (P, 4)`` and matched (:func:`ssd_lib.matching.match_batch`, which then
-    skips its own checks). Returns ``loc_targets (B, P, 4)`` and ``labels (B, P)`` int64."""
+    to the device of ``priors (P, 4)`` and given to ``assign(gt_boxes, gt_labels, priors)``: B tensors
+    ``(G_b, 4)`` xyxy in [0, 1], B tensors ``(G_b,)`` in 1..C-1, the model's default boxes ``(P, 4)`` cx, cy, w, h
+    -> ``loc_targets (B, P, 4)`` (encoded offsets) and ``labels (B, P)`` int64, 0 = background. The default is
+    the library's (:func:`library_targets`); lesson 13 plugs in the learner's own matching and encoding."""
     check_targets(targets, num_classes)
     gt_boxes, gt_labels = normalized_targets(targets, image_size, priors.device)
     with torch.no_grad():
-        return match_batch(gt_boxes, gt_labels, priors, validate=False)
+        out = assign(gt_boxes, gt_labels, priors)
+    B, P = len(targets), priors.shape[0]
+    if not (isinstance(out, (tuple, list)) and len(out) == 2 and all(isinstance(t, Tensor) for t in out)):
+        raise ValueError(f"the targets function must return two tensors, loc_targets ({B}, {P}, 4) and labels "
+                         f"({B}, {P}); got {type(out).__name__}")
+    loc_targets, labels = out
+    if tuple(loc_targets.shape) != (B, P, 4) or tuple(labels.shape) != (B, P):
+        raise ValueError(f"the targets function must return loc_targets ({B}, {P}, 4) and labels ({B}, {P}) for "
+                         f"{B} images and {P} default boxes; got {tuple(loc_targets.shape)} and {tuple(labels.shape)}")
+    return loc_targets, labels.long()

@@ -40,7 +40,7 @@ from ..evaluate import evaluate_model
 from ..loss import LossParts, MultiBoxLoss
 from ..model import SSD
 from ..viz import plot_training_log
-from .batches import EpochSampler, SeededAugmented, batch_targets
+from .batches import EpochSampler, SeededAugmented, batch_targets, library_targets
 from .config import TrainConfig, lr_factor, native_bf16, pick_device
 
 __all__ = ["train", "TrainResult", "NonFiniteLossError", "MAX_SKIPPED_STEPS"]
@@ -122,7 +122,7 @@ class _Run:
     rank: int
     world: int
     model: SSD  # the plain model, on the device (checkpoints, evaluation)
-    criterion: MultiBoxLoss
+    criterion: Callable[[Tensor, Tensor, Tensor, Tensor], LossParts]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
@@ -130,6 +130,7 @@ class _Run:
     out: Path | None
     class_names: list[str]
     train_model: nn.Module | None = None  # the same model, wrapped in DDP / torch.compile when asked
+    assign: Callable = library_targets  # the targets function (batch_targets' ``assign``)
     use_amp: bool = False
     channels_last: bool = False
     global_step: int = 0
@@ -187,7 +188,7 @@ def _train_step(run: _Run, images: Tensor, targets: list[dict], where: str) -> t
     """One update on a CPU batch: targets, forward, MultiBox loss, backward, clipping, optimiser and lr step.
     Returns (loss parts, the loss as a float, the gradient norm before clipping, whether the update was skipped)."""
     base, cfg = run.model, run.cfg
-    loc_t, labels = batch_targets(targets, images.shape[-2:], base.priors, base.num_classes)
+    loc_t, labels = batch_targets(targets, images.shape[-2:], base.priors, base.num_classes, run.assign)
     images = images.to(run.device, non_blocking=True)
     if run.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -273,8 +274,24 @@ def _close_epoch(run: _Run, ep: _Epoch, epoch: int, val_dataset: Dataset | None,
     return best_map
 
 
+def _loss_parts(loss: Callable[[Tensor, Tensor, Tensor, Tensor], Any]) -> Callable[..., LossParts]:
+    """A loss function as the trainer calls it: one returning :class:`ssd_lib.loss.LossParts` as it is, one
+    returning only the scalar total (the learner's ``multibox_loss``) with its parts unknown (NaN in the log)."""
+    def parts(loc: Tensor, logits: Tensor, loc_targets: Tensor, labels: Tensor) -> LossParts:
+        out = loss(loc, logits, loc_targets, labels)
+        if isinstance(out, LossParts):
+            return out
+        if not (isinstance(out, Tensor) and out.ndim == 0):
+            raise TypeError(f"the loss function must return a scalar tensor or LossParts; got {type(out).__name__}"
+                            + (f" of shape {tuple(out.shape)}" if isinstance(out, Tensor) else ""))
+        unknown = torch.full((), float("nan"), device=out.device)
+        return LossParts(out, unknown, unknown, (labels > 0).sum())
+    return parts
+
+
 def _prepare(model: SSD, train_dataset: Dataset, cfg: TrainConfig, out_dir: str | Path | None,
-             resume: str | Path | None) -> tuple[_Run, EpochSampler, DataLoader, tuple[int, int, dict | None]]:
+             resume: str | Path | None, targets: Callable | None = None,
+             loss: Callable | None = None) -> tuple[_Run, EpochSampler, DataLoader, tuple[int, int, dict | None]]:
     """Everything the loop needs: the device and the model on it, the optimiser and its schedule, the
     state of a resumed run, the wrapped model, the seeded data loader and the metrics file. The last
     item is where the loop starts: (epoch, step in that epoch, the loss sums of that epoch so far)."""
@@ -294,9 +311,10 @@ def _prepare(model: SSD, train_dataset: Dataset, cfg: TrainConfig, out_dir: str 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling
     # The targets were checked once on the CPU batch (check_targets): the loss skips its label check.
-    criterion = MultiBoxLoss(neg_pos_ratio=cfg.neg_pos_ratio, check_labels=False)
+    criterion = MultiBoxLoss(neg_pos_ratio=cfg.neg_pos_ratio, check_labels=False) if loss is None else _loss_parts(loss)
     run = _Run(cfg, device, rank, world, base, criterion, optimizer, scheduler, scaler, steps_per_epoch, out,
-               list(getattr(train_dataset, "classes", [])), use_amp=use_amp, channels_last=channels_last)
+               list(getattr(train_dataset, "classes", [])), use_amp=use_amp, channels_last=channels_last,
+               assign=targets or library_targets)
     start = (0, 0, None)
     if resume is not None:
         ckpt = restore_checkpoint(resume, base, optimizer, scheduler, scaler, map_location=device)
@@ -330,6 +348,8 @@ def train(
     progress: bool = True,
     on_step: Callable[[dict], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    targets: Callable[[list[Tensor], list[Tensor], Tensor], tuple[Tensor, Tensor]] | None = None,
+    loss: Callable[[Tensor, Tensor, Tensor, Tensor], Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_dataset`` (items ``(image (3,H,W) in [0,1], target)`` with pixel
     xyxy boxes, no transform: the SSD augmentation is applied here, seeded per sample).
@@ -341,12 +361,19 @@ def train(
     (``grad_norm_max``). ``on_step``/``on_epoch`` receive the logged dicts (the notebooks draw live
     curves with them). Raises ValueError naming the image for a bad target (:func:`ssd_lib.train.check_targets`)
     and :class:`NonFiniteLossError` naming the step if the loss becomes NaN or infinite.
+
+    The two pieces a learner can plug in (lesson 13 trains with the learner's own), the library's by default:
+    ``targets(gt_boxes, gt_labels, priors) -> (loc_targets (B, P, 4), labels (B, P))`` builds the loss's targets
+    from the checked objects (boxes xyxy in [0, 1]; :func:`ssd_lib.train.batch_targets` says exactly what goes in);
+    default :func:`ssd_lib.train.library_targets`. ``loss(loc, logits, loc_targets, labels)`` returns
+    :class:`ssd_lib.loss.LossParts` or the scalar total (then the log's loc/conf parts are NaN); default
+    ``MultiBoxLoss(neg_pos_ratio=config.neg_pos_ratio)``.
     """
     cfg = config or TrainConfig()
     previous_threads, previous_handler, stop = torch.get_num_threads(), None, {"requested": False}
     run, interrupted = None, False
     try:
-        run, sampler, loader, start = _prepare(model, train_dataset, cfg, out_dir, resume)
+        run, sampler, loader, start = _prepare(model, train_dataset, cfg, out_dir, resume, targets, loss)
         best_map = max((h["val_mAP"] for h in run.history if h.get("val_mAP") is not None), default=None)
         if run.rank == 0 and _in_main_thread():  # Ctrl-C: finish the step, save, return (twice: abort)
             previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: _request_stop(stop))

@@ -33,8 +33,9 @@ _AP_ALL = ("use_07_metric=False is the VOC2010+ AP: the area under the precision
            "of (r_i - r_(i-1)) * envelope_i, starting from recall 0")
 _AP_ENVELOPE = ("use the precision envelope: at each recall the BEST precision at this or any higher recall "
                 "(np.maximum.accumulate(precision[::-1])[::-1]), since raw precision zig-zags")
-_AP_LEVELS = ("the 11 recall levels are exactly k / 10 and a level counts when recall >= t: np.arange(0, 1.1, 0.1) "
-              "makes 0.3 into 0.30000000000000004, so 3 of 10 objects found misses its level; use np.arange(11) / 10")
+_AP_LEVELS = ("use the reference code's 11 recall levels, np.arange(0, 1.1, 0.1) (py-faster-rcnn's voc_ap, whose "
+              "numbers are published), and count a level when recall >= t: its 0.3 is 0.30000000000000004, so a "
+              "recall of exactly 3/10 does NOT reach it; np.arange(11) / 10 counts it and gives another AP")
 
 
 def _pr_curve(hits: Sequence[bool], num_gt: int) -> tuple[np.ndarray, np.ndarray]:
