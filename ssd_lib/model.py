@@ -10,6 +10,8 @@ Usage::
 """
 from __future__ import annotations
 
+import math
+
 from contextlib import nullcontext
 
 from dataclasses import asdict, dataclass, field
@@ -217,6 +219,21 @@ class SSD(nn.Module):
         for conv in (*self.loc_heads, *self.conf_heads):
             nn.init.xavier_uniform_(conv.weight)
             nn.init.zeros_(conv.bias)
+
+    @torch.no_grad()
+    def init_background_prior(self, background: float = 0.99) -> "SSD":
+        """Start every default box at softmax probability ``background`` for class 0 (the others equal):
+        the background logit's bias is log(background * (C - 1) / (1 - background)), the other biases 0.
+        Almost every default box is background, so the zero-bias start (1 / C each) spends the first steps
+        learning that; the "prior probability" initialisation of RetinaNet (Lin et al., 2017, Sec. 4.1),
+        here for a softmax. A recipe probe (benchmarks/recipe_probes.py) measures what it buys."""
+        if not 0.0 < background < 1.0:
+            raise ValueError(f"background must be a probability in (0, 1); got {background}")
+        bias = math.log(background * (self.num_classes - 1) / (1.0 - background))
+        for conv in self.conf_heads:
+            conv.bias.zero_()
+            conv.bias.view(-1, self.num_classes)[:, 0] = bias  # (A * C,) laid out box-major, class-minor
+        return self
 
     @staticmethod
     def _flatten(pred: Tensor, columns: int) -> Tensor:

@@ -207,3 +207,15 @@ def test_the_fine_map_gives_tiny_objects_a_default_box_with_iou_above_one_half()
         assert (best >= 0.5).float().mean().item() >= expected
         if not stride4:
             assert best.max() < 0.5, best.max()
+
+
+def test_background_prior_initialisation_starts_every_box_at_that_probability():
+    model = ssd_small(7, 64).init_background_prior(0.99)
+    for conv in model.conf_heads:
+        torch.nn.init.zeros_(conv.weight)  # the biases alone: what every box starts from
+    _, logits = model.eval()(torch.rand(1, 3, 64, 64))
+    probs = logits.softmax(-1)
+    torch.testing.assert_close(probs[..., 0], torch.full_like(probs[..., 0], 0.99))
+    torch.testing.assert_close(probs[..., 1:], torch.full_like(probs[..., 1:], 0.01 / 6))
+    with pytest.raises(ValueError, match="probability"):
+        model.init_background_prior(1.0)
