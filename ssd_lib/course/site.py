@@ -3,9 +3,15 @@
 Each notebook runs top to bottom in a fresh kernel (nbclient) with its widgets displayed (not
 grading mode) and their state stored in the notebook (``store_widget_state``); nbconvert's
 ``HTMLExporter`` (lab template) then writes one page per lesson with that state embedded, so an
-explorer shows its last figure and its controls their last values without a kernel. The widgets'
-JavaScript (@jupyter-widgets/html-manager) loads from a CDN; for a reader offline, the last
-picture of every widget is also drawn as a plain image right after it (hidden once the live
+explorer shows its last figure and its controls their last values without a kernel.
+
+The site works offline, opened from disk (file://) or served: what the pages load comes with them in
+``<out>/static/``, pointed at by relative URLs (the exporter's ``mathjax_url``, ``require_js_url`` and
+``widget_renderer_url``) instead of nbconvert's CDN defaults. MathJax 2 (the equations) is copied from
+the ``jupyter-server-mathjax`` package (the ``course`` extra); require.js and the widgets' JavaScript
+(@jupyter-widgets/html-manager's ``embed-amd.js``) are npm's files, vendored in ``site_assets/``
+(its README says which versions and how they were fetched). The last picture of every widget is
+also drawn as a plain image right after it, for a reader without JavaScript (hidden once the live
 widget renders). ``index.html`` links the lessons. Every file is written atomically.
 
     python -m ssd_lib html --fast                               # all lessons -> results/course_html/
@@ -15,8 +21,12 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +37,44 @@ from ssd_lib.files import write_text
 from .assets import NOTEBOOK_DIR, NOTEBOOK_GLOB, REPO_ROOT
 from .modes import mode_environment
 
-__all__ = ["DEFAULT_OUT", "find_notebooks", "execute_notebook", "notebook_html", "build_site", "main"]
+__all__ = ["DEFAULT_OUT", "find_notebooks", "execute_notebook", "notebook_html", "copy_static_assets", "build_site",
+           "main"]
 
 DEFAULT_OUT = REPO_ROOT / "results" / "course_html"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 STATIC_KEY = "ssd_course_html"  # output metadata: the static stand-in for a widget (PNGs and a caption)
+STATIC_DIR = "static"  # <out>/static/: MathJax, require.js and the widget manager, shared by the pages
+SITE_ASSETS = Path(__file__).with_name("site_assets")  # vendored npm files (see site_assets/README.md)
+# MathJax 2's combined configuration that jupyter-server-mathjax ships (TeX and MathML in, HTML-CSS out),
+# plus the Safe extension nbconvert's default URL asks for.
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 
 # The lab template's widget view (nbconvert's lab/base.html.j2) with the offline stand-in inside its div,
 # after the view's script. The html-manager renders a widget into a `.widget-subarea` it inserts before
 # that script; once it has, the stand-in (a later sibling) is hidden.
+#
+# Offline: the widget manager's CSS looks for its Font Awesome fonts next to the URL require.js gives its AMD
+# modules (named "@jupyter-widgets/..."; by default relative to the page, where nothing is); the require.js
+# paths send those names to the folder of embed-amd.js, where the fonts are. MathJax draws with the one web
+# font jupyter-server-mathjax ships (STIX-Web), as Jupyter Notebook did with that package.
 _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block jupyter_widgets -%}
+{%- if "widgets" in nb.metadata and resources.widget_renderer_url %}
+{%- set manager_dir = resources.widget_renderer_url.rsplit('/', 1)[0] %}
+<script>
+require.config({paths: {"@jupyter-widgets": "{{ manager_dir }}", "@jupyter-widgets/html-manager/dist": "{{ manager_dir }}"}});
+</script>
+{%- endif %}
+{{ super() }}
+{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}
+{{ super() }}
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
+                    SVG: {font: "STIX-Web"}});
+</script>
+{%- endblock html_head_js_mathjax -%}
 {%- block extra_css -%}
 {{ super() }}
 <style>
@@ -215,14 +252,97 @@ def add_static_widget_figures(nb) -> int:
     return found
 
 
-def notebook_html(nb, name: str = "notebook") -> str:
-    """One page: nbconvert's HTMLExporter (lab template), the widget state embedded, static stand-ins added."""
+# ---------------------------------------------------------------- what the pages load (offline)
+
+
+@dataclass(frozen=True)
+class StaticAssets:
+    """The URLs a page loads its JavaScript from, relative to the site folder (the pages sit at its top)."""
+    mathjax_url: str
+    require_js_url: str
+    widget_renderer_url: str
+
+
+def vendored_version(package: str) -> str:
+    """The version of a package vendored in ``site_assets/`` ("html-manager", "requirejs"), from its package.json."""
+    return json.loads((SITE_ASSETS / package / "package.json").read_text(encoding="utf-8"))["version"]
+
+
+def mathjax_dir() -> Path:
+    """MathJax 2 as the jupyter-server-mathjax package ships it (the folder holding ``MathJax.js``)."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        raise HTMLBuildError("the offline pages take MathJax from the jupyter-server-mathjax package, which is not "
+                             "installed: run `pip install -e \".[course]\"` (or `bash run.sh setup`)") from None
+    return Path(jupyter_server_mathjax.__file__).parent / "static"
+
+
+def mathjax_version(folder: Path) -> str:
+    """MathJax's own version string (``MathJax.version`` in MathJax.js), e.g. "2.7.9"."""
+    match = re.search(r'MathJax\.version\s*=\s*"([^"]+)"', (folder / "MathJax.js").read_text(encoding="utf-8"))
+    if match is None:
+        raise HTMLBuildError(f"{folder / 'MathJax.js'} names no MathJax.version: reinstall jupyter-server-mathjax")
+    return match.group(1)
+
+
+def _install_folder(source: Path, target: Path) -> None:
+    """Copy the folder ``source`` to ``target`` unless it is there already: into a temporary sibling first, then
+    renamed in one step, so a page never meets a half-copied folder. Each target's name carries its version,
+    so one that exists is complete and current."""
+    if target.is_dir():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        shutil.copytree(source, temp, dirs_exist_ok=True)  # also copies the source folder's mode (not mkdtemp's 0700)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    try:
+        os.rename(temp, target)
+    except OSError:
+        shutil.rmtree(temp, ignore_errors=True)
+        if not target.is_dir():  # else another build put it there first
+            raise
+
+
+def copy_static_assets(out_dir: Path) -> StaticAssets:
+    """Put what the pages load into ``out_dir/static/``: MathJax (from jupyter-server-mathjax, about 12 MB),
+    require.js and the widget manager (vendored, about 4 MB), each in a folder named with its version.
+    Returns their URLs relative to ``out_dir``. Raises HTMLBuildError when jupyter-server-mathjax is missing."""
+    mathjax = mathjax_dir()
+    folders = {f"mathjax-{mathjax_version(mathjax)}": mathjax,
+               f"requirejs-{vendored_version('requirejs')}": SITE_ASSETS / "requirejs",
+               f"html-manager-{vendored_version('html-manager')}": SITE_ASSETS / "html-manager"}
+    for name, source in folders.items():
+        target = Path(out_dir) / STATIC_DIR / name
+        try:
+            _install_folder(source, target)
+        except OSError as exc:
+            raise HTMLBuildError(f"could not copy {source} to {target}: {exc.strerror or exc}; "
+                                 f"check the output folder (--out): free space, permissions") from None
+    mathjax_name, requirejs_name, manager_name = folders
+    return StaticAssets(mathjax_url=f"{STATIC_DIR}/{mathjax_name}/MathJax.js?config={MATHJAX_CONFIG}",
+                        require_js_url=f"{STATIC_DIR}/{requirejs_name}/require.js",
+                        widget_renderer_url=f"{STATIC_DIR}/{manager_name}/embed-amd.js")
+
+
+# ---------------------------------------------------------------- pages
+
+
+def notebook_html(nb, name: str = "notebook", assets: Optional[StaticAssets] = None) -> str:
+    """One page: nbconvert's HTMLExporter (lab template), the widget state embedded, static stand-ins added.
+    ``assets``: where the page loads MathJax, require.js and the widget manager (``copy_static_assets``);
+    None keeps nbconvert's defaults, public CDNs."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     add_static_widget_figures(nb)
+    urls = {} if assets is None else {"mathjax_url": assets.mathjax_url, "require_js_url": assets.require_js_url,
+                                      "widget_renderer_url": assets.widget_renderer_url}
     exporter = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"ssd_course.html.j2": _TEMPLATE})],
-                            template_file="ssd_course.html.j2")
+                            template_file="ssd_course.html.j2", **urls)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": name}})
     return body
 
@@ -274,8 +394,11 @@ JupyterLab.</p>
 def build_site(notebooks: list[Path], out_dir: Path = DEFAULT_OUT, fast: bool = False,
                timeout_per_cell: Optional[float] = None, log: Callable[[str], None] = print) -> SiteReport:
     """Run and convert each notebook to ``out_dir/<stem>.html``, then write ``out_dir/index.html``
-    linking the pages built. A notebook that fails is reported (``report.failures``) and skipped."""
+    linking the pages built; what the pages load goes to ``out_dir/static/`` first (``copy_static_assets``).
+    A notebook that fails is reported (``report.failures``) and skipped. Raises HTMLBuildError when the
+    static assets cannot be put in place."""
     report = SiteReport(Path(out_dir), fast)
+    assets = copy_static_assets(report.out_dir)  # first: a missing package fails before minutes of running
     for path in notebooks:
         path = Path(path)
         started = time.perf_counter()
@@ -284,7 +407,7 @@ def build_site(notebooks: list[Path], out_dir: Path = DEFAULT_OUT, fast: bool = 
             nb = execute_notebook(path, fast=fast, timeout_per_cell=timeout_per_cell)
             seconds = time.perf_counter() - started
             page = report.out_dir / f"{path.stem}.html"
-            write_text(page, notebook_html(nb, path.stem))
+            write_text(page, notebook_html(nb, path.stem, assets))
         except HTMLBuildError as exc:
             report.failures.append(str(exc))
             log(f"  failed: {exc}")
@@ -315,7 +438,11 @@ def main(argv: Optional[list[str]] = None, prog: str = "python -m ssd_lib html")
     except HTMLBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = build_site(notebooks, Path(args.out), fast=args.fast, timeout_per_cell=args.timeout)
+    try:
+        report = build_site(notebooks, Path(args.out), fast=args.fast, timeout_per_cell=args.timeout)
+    except HTMLBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for failure in report.failures:
         print(f"error: {failure}", file=sys.stderr)
     return 1 if report.failures else 0
