@@ -1,4 +1,4 @@
-"""Command line: ``python -m ssd_lib main|train|eval|detect|export|render``, plus the commands that
+"""Command line: ``python -m ssd_lib main|train|eval|detect|export|render|check-data``, plus the commands that
 packages register under the ``ssd_lib.commands`` entry-point group: the course adds ``grade``,
 ``doctor`` and ``html`` (pyproject.toml), so this module knows nothing of the course. ``--help`` on
 each explains it.
@@ -9,6 +9,7 @@ each explains it.
     python -m ssd_lib detect --checkpoint runs/main/last.pt --images photos/ --out results/detections
     python -m ssd_lib export --checkpoint runs/main/last.pt --output model.onnx --int8   # ONNX (deploy extra)
     python -m ssd_lib detect photos/ --onnx model.onnx --json detections.json          # ONNX Runtime
+    python -m ssd_lib check-data --dataset voc --data-root ~/data/VOCdevkit           # bad boxes, missing images
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import argparse
 import sys
 from typing import Callable
 
-from ssd_lib.cli import (MAIN_TRAIN_IMAGES, SKIPPED_IMAGES_STATUS, CLIError, cmd_detect, cmd_eval, cmd_export,
-                         cmd_main, cmd_render, cmd_train)
+from ssd_lib.cli import (MAIN_TRAIN_IMAGES, SKIPPED_IMAGES_STATUS, CLIError, cmd_check_data, cmd_detect, cmd_eval,
+                         cmd_export, cmd_main, cmd_render, cmd_train)
 
 PLUGIN_GROUP = "ssd_lib.commands"  # entry points: more subcommands (the course's grade, doctor, html)
 
@@ -33,6 +34,32 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-size", type=int, default=None,
                    help="number of built-in training images (default 10000; every index is a new generated image)")
     p.add_argument("--val-size", type=int, default=None, help="number of built-in validation images (default 500)")
+
+
+def _add_data_commands(sub) -> None:
+    """The subcommands for dataset files: ``check-data`` (:mod:`ssd_lib.data.check`) and ``render``."""
+    p = sub.add_parser("check-data", help="list the problems of a VOC or COCO folder's files: inverted, empty or "
+                                          "outside boxes, unknown class names, missing or unreadable images",
+                       epilog="prints one 'path: problem' line per problem, then a summary. Exit status: 0 when "
+                              "none was found; 1 (ssd_lib.data.check.DATA_PROBLEMS_STATUS) when some were; 2 for a "
+                              "usage error (a --data-root or --split that does not exist)")
+    p.add_argument("--dataset", choices=["voc", "coco"], required=True)
+    p.add_argument("--data-root", required=True,
+                   help="voc: the VOCdevkit folder (or the one holding it, or VOC<year>); coco: the folder holding "
+                        "train2017/, val2017/ and annotations/instances_<split>.json")
+    p.add_argument("--year", default="2007", help="VOC year (default 2007)")
+    p.add_argument("--split", help="VOC image set (trainval, test, ...) or COCO folder (train2017, val2017); default: "
+                                   "the ones train and eval read (voc: trainval and test; coco: train2017 and "
+                                   "val2017), those present")
+    p.add_argument("--classes", help="voc: the class names, comma-separated (default: the 20 VOC classes, which "
+                                     "train and eval use)")
+    p.add_argument("--skip-images", action="store_true",
+                   help="check the annotation files only, without opening the images")
+    p.set_defaults(func=cmd_check_data)
+    p = sub.add_parser("render", help="write the built-in dataset to disk in VOC or COCO format (see its --help)",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_render)
 
 
 # ---------------------------------------------------------------- parser
@@ -108,10 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", help="folder of images to calibrate the int8 model (default: the built-in training split)")
     p.add_argument("--calibration-size", type=int, default=100, help="number of calibration images (default 100)")
     p.set_defaults(func=cmd_export)
-    p = sub.add_parser("render", help="write the built-in dataset to disk in VOC or COCO format (see its --help)",
-                       add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_render)
+    _add_data_commands(sub)
     for name, command in plugin_commands().items():  # e.g. the course's grade, doctor, html
         p = sub.add_parser(name, help=command.description() + " (see its --help)", add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -164,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
-    # The plugins and detect (SKIPPED_IMAGES_STATUS) return their exit status; the other commands' results are not one.
-    return status if args.command in (passthrough - {"render"}) | {"detect"} else 0
+    # The plugins, detect (SKIPPED_IMAGES_STATUS) and check-data (DATA_PROBLEMS_STATUS) return their exit status;
+    # the other commands' results are not one.
+    return status if args.command in (passthrough - {"render"}) | {"detect", "check-data"} else 0
 
 
 if __name__ == "__main__":

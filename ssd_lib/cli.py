@@ -1,9 +1,9 @@
-"""The library's commands: ``main``, ``train``, ``eval``, ``detect``, ``export``, ``render``.
+"""The library's commands: ``main``, ``train``, ``eval``, ``detect``, ``export``, ``render``, ``check-data``.
 
 Each ``cmd_*`` takes the parsed arguments of ``python -m ssd_lib`` (the parser and the dispatch are
 in ``ssd_lib/__main__.py``) and raises :class:`CLIError` for a user's mistake, which the command line
 prints as one line with exit status 2. ``detect`` skips an image file it cannot read with a one-line
-warning, draws the others, and exits with :data:`SKIPPED_IMAGES_STATUS` (3).
+warning, draws the others, and exits with :data:`SKIPPED_IMAGES_STATUS` (3); ``check-data`` with 1 on problems.
 
 Usage::
 
@@ -99,7 +99,7 @@ def _datasets(args, split: str, image_size: int = 256):
             raise CLIError("--dataset coco needs --data-root (with images/ folders and annotations/)")
         root = Path(args.data_root)
         name = {"train": "train2017", "val": "val2017", "test": "val2017"}[split]
-        return COCODataset(root / name, root / "annotations" / f"instances_{name}.json")
+        return COCODataset(root / name, root / "annotations" / f"instances_{name}.json", skip_crowd=split == "train")
     raise CLIError(f"unknown dataset {args.dataset!r}")
 
 
@@ -441,3 +441,8 @@ def cmd_render(args) -> None:
     render_main(args.rest, prog="python -m ssd_lib render")
 
 
+def cmd_check_data(args) -> int:
+    """List every problem of a VOC or COCO folder's files (:func:`ssd_lib.data.check.report`); 1 when any."""
+    from ssd_lib.data.check import report
+
+    return report(args.dataset, args.data_root, args.year, args.split, args.classes, read_images=not args.skip_images)

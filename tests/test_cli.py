@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # subprocesses that import torch
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHAPE_CLASSES = ["circle", "rectangle", "triangle", "cross", "ring", "star"]
-HELP_COMMANDS = ["", "main", "train", "eval", "detect", "render", "grade"]
+HELP_COMMANDS = ["", "main", "train", "eval", "detect", "render", "check-data", "grade"]
 
 
 def start_cli(*args, cwd: Path) -> subprocess.Popen:

@@ -380,7 +380,9 @@ def test_voc_boxes_clipped_or_dropped(tmp_path):
         ("cow", 100, 100, 120, 120, 0),  # entirely outside: dropped
         ("dog", 10, 10, 9, 20, 0),       # xmax < xmin - 1: no area, dropped
     ]})
-    _, target = VOCDataset(root, image_set="trainval")[0]
+    with pytest.warns(UserWarning, match="2 boxes in 1 file"):  # said once, with the count (ssd_lib.data.check)
+        dataset = VOCDataset(root, image_set="trainval")
+    _, target = dataset[0]
     torch.testing.assert_close(target["boxes"], torch.tensor([[0.0, 9.0, 64.0, 48.0]]))
     assert target["labels"].tolist() == [VOC_CLASSES.index("cat") + 1]
 
@@ -483,7 +485,8 @@ def test_coco_reads_boxes_and_maps_categories(tmp_path, capsys):
         ann(5, 42, 1, [50, 40, 30, 30]),             # reaches out of the image: clipped
         ann(6, 42, 1, [100, 100, 5, 5]),             # entirely outside: dropped
     ])
-    dataset = COCODataset(image_dir, json_path)
+    with pytest.warns(UserWarning, match="2 boxes in 1 file"):  # said once, with the count (ssd_lib.data.check)
+        dataset = COCODataset(image_dir, json_path)
     assert capsys.readouterr().out == ""  # pycocotools' prints are silenced
     assert dataset.classes == ["person", "car", "toothbrush"]  # sorted by category id 1, 3, 90
     assert dataset.category_id_to_label == {1: 1, 3: 2, 90: 3}
@@ -496,7 +499,8 @@ def test_coco_reads_boxes_and_maps_categories(tmp_path, capsys):
                                                               [50.0, 40.0, 64.0, 48.0]]))
     assert target["labels"].tolist() == [2, 3, 1] and not target["difficult"].any()
     # skip_crowd=False keeps the crowd region, marked difficult
-    _, target = COCODataset(image_dir, json_path, skip_crowd=False)[1]
+    with pytest.warns(UserWarning, match="2 boxes in 1 file"):
+        _, target = COCODataset(image_dir, json_path, skip_crowd=False)[1]
     assert target["difficult"].tolist() == [False, False, True, False]
     # an image without annotations is kept, with an empty target
     _, empty = dataset[0]

@@ -32,8 +32,9 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 # Target keys that hold one entry per box and are dropped together with their box.
-# Any other key (image_id, orig_size, ...) is passed through untouched.
-PER_BOX_KEYS: tuple[str, ...] = ("labels", "difficult", "iscrowd")
+# Any other key (image_id, orig_size, ...) is passed through untouched. ``area`` (COCO's annotation area, used
+# only by evaluation) keeps each kept box's original value: no step rescales it.
+PER_BOX_KEYS: tuple[str, ...] = ("labels", "difficult", "iscrowd", "area")
 
 # Sampler options of Sec. 2.2: None = keep the whole image; a number = the patch must overlap
 # some object with at least this IoU; 0.0 = a random patch with no IoU constraint.

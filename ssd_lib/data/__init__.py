@@ -4,7 +4,8 @@ Every dataset yields ``(image, target)``: image (3, H, W) float32 in [0, 1]; tar
 ``boxes`` (G, 4) float32 pixel xyxy, ``labels`` (G,) int64 in 1..C (0 is background),
 ``difficult`` (G,) bool and ``image_id`` (int). Each has ``.classes`` (background excluded) and an
 optional ``transforms(image, target)``. Modules: ``shapes`` (the Shapes dataset and its configuration),
-``drawing`` (how a Shapes image is drawn), ``voc``, ``coco``, ``common`` (batching, target helpers),
+``drawing`` (how a Shapes image is drawn), ``voc``, ``coco``, ``check`` (the file checks behind
+``check-data`` and the dropped-box warning), ``common`` (batching, target helpers),
 ``export`` (write a dataset as VOC or COCO files).
 
 Usage::

@@ -90,11 +90,13 @@ def make_target(boxes, labels, difficult, image_id: int) -> dict:
     return {"boxes": boxes_t, "labels": labels_t, "difficult": difficult_t, "image_id": int(image_id)}
 
 
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+def clip_boxes(boxes: np.ndarray, width, height) -> tuple[np.ndarray, np.ndarray]:
     """Clip xyxy boxes (G, 4) to the image [0, width] x [0, height]; return (clipped, keep).
 
-    ``keep`` (G,) bool marks the boxes that still have positive area and finite coordinates:
-    a box entirely outside the image, or with x2 <= x1 or y2 <= y1, is dropped by the loaders.
+    ``width``, ``height``: numbers, or (G, 1) arrays with one image size per box (``ssd_lib.data.check``
+    judges a whole COCO file at once). ``keep`` (G,) bool marks the boxes that still have positive
+    area and finite coordinates: a box entirely outside the image, or with x2 <= x1 or y2 <= y1, is
+    dropped by the loaders (and reported by ``ssd_lib.data.check``).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     finite = np.isfinite(boxes).all(axis=1)

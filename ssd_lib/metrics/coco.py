@@ -24,14 +24,38 @@ __all__ = ["evaluate_coco"]
 _COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def _coco_annotations(boxes: np.ndarray, labels: np.ndarray, images: np.ndarray, **extra: np.ndarray) -> list[dict]:
-    """COCO annotation dicts: xyxy -> xywh, ids from 1, area = w * h (no masks here)."""
+def _coco_annotations(boxes: np.ndarray, labels: np.ndarray, images: np.ndarray, area: np.ndarray | None = None,
+                      **extra: np.ndarray) -> list[dict]:
+    """COCO annotation dicts: xyxy -> xywh, ids from 1; ``area`` (N,) where it is finite, else w * h
+    (what pycocotools' ``loadRes`` gives a detection box)."""
     xywh = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), axis=1)
-    area = xywh[:, 2] * xywh[:, 3]
+    box_area = xywh[:, 2] * xywh[:, 3]
+    area = box_area if area is None else np.where(np.isfinite(area), area, box_area)
     columns = {"image_id": (images + 1).tolist(), "category_id": labels.tolist(), "bbox": xywh.tolist(),
                "area": area.tolist(), **{key: value.tolist() for key, value in extra.items()}}
     keys = list(columns)
     return [dict(zip(keys, row), id=k + 1) for k, row in enumerate(zip(*columns.values()))]
+
+
+def _given_areas(ground_truths: Sequence[Mapping[str, Any]], gt_images: np.ndarray, num_images: int) -> np.ndarray:
+    """The ground truths' optional ``area`` entries, concatenated like their boxes: ``(G,)`` float64,
+    NaN for an image without one (there w * h of the box is used). ``COCODataset``'s targets carry the
+    annotation's ``area``, from which COCOeval takes small/medium/large (for a crowd or segmented
+    object it is the mask's area, not w * h); it is in pixels of the original image and never scaled.
+    A ValueError names an image whose ``area`` does not fit its boxes."""
+    counts = np.bincount(gt_images, minlength=num_images)
+    parts = []
+    for i, (truth, count) in enumerate(zip(ground_truths, counts)):  # a loop over images, at the boundary
+        area = truth.get("area")
+        if area is None:
+            parts.append(np.full(count, np.nan))
+            continue
+        area = to_numpy(area).astype(np.float64).reshape(-1)
+        if area.shape != (count,):
+            raise ValueError(f"ground_truths[{i}]['area'] must have shape ({count},), one area per box; "
+                             f"got {tuple(area.shape)}")
+        parts.append(area)
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def evaluate_coco(
@@ -47,12 +71,13 @@ def evaluate_coco(
     Inputs as in :func:`evaluate_voc`. COCO's small/medium/large split uses areas in *pixels*
     (32^2, 96^2): leave ``image_sizes`` None when boxes are in pixels; when boxes are normalised to
     [0, 1] (as ``ssd_lib.detect`` returns them) pass ``image_sizes[i] = (height, width)`` and they are
-    scaled to pixels first. AP, AP50, AP75 do not depend on the units.
+    scaled to pixels first. AP, AP50, AP75 do not depend on the units. A ground truth's optional
+    ``area`` (G,) gives its size class instead of w * h, as the file's does in COCOeval (:func:`_given_areas`).
 
     "difficult" objects become ``iscrowd=1`` regions: a detection that matches no regular object
     but covers a difficult one is ignored, however many there are, which is VOC's "neither TP nor
-    FP". (A crowd region's IoU is intersection / detection area.) The ``ignore`` field would be the
-    obvious choice, but ``COCOeval._prepare`` overwrites it with ``iscrowd``, so it has no effect.
+    FP" (and how ``COCODataset(skip_crowd=False)``'s crowd regions reach COCOeval). A crowd region's IoU
+    is intersection / detection area. (``ignore`` would be no use: ``COCOeval._prepare`` overwrites it.)
 
     Returns ``AP`` (IoU 0.50:0.95), ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``,
     ``AR100``, ``ARs``, ``ARm``, ``ARl`` as floats (NaN where undefined, e.g. no large objects;
@@ -86,7 +111,8 @@ def evaluate_coco(
         for image, (height, width) in zip(images, sizes.tolist()):
             image.update(height=height, width=width)
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(data.class_names)]
-    gt_anns = _coco_annotations(gt_boxes, data.gt_labels, data.gt_images, iscrowd=data.gt_difficult.astype(int))
+    gt_anns = _coco_annotations(gt_boxes, data.gt_labels, data.gt_images, iscrowd=data.gt_difficult.astype(int),
+                                area=_given_areas(ground_truths, data.gt_images, data.num_images))
     det_anns = _coco_annotations(det_boxes, data.det_labels, data.det_images, score=data.det_scores,
                                  iscrowd=np.zeros(len(det_boxes), dtype=int))
 
