@@ -4,7 +4,7 @@ span the range of SSD's default boxes, paper Sec. 2.2).
 
 Every shape is a closed-form test on pixel centres in box coordinates, so a box is the tight extent of
 the object's *visible* pixels, computed, never guessed. ``render_shapes`` is pure: the same generator
-state gives the same sample.
+state gives the same sample. The background and the clutter are drawn by ``ssd_lib.data.canvas``.
 
 Usage::
 
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
+
+from .canvas import _background, _clutter, _linspace0, _mean_rows, _pixel_centres, _random_bytes, _read_only  # noqa: F401
 
 if TYPE_CHECKING:  # only for the annotations: shapes.py imports this module
     from .shapes import ShapesConfig
@@ -68,6 +70,17 @@ class ShapesSample(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
+# Speed without changing a single value. Shapes images are drawn on the fly in every training step,
+# so this module is written for speed, under one rule: every (seed, index) must give the same image,
+# boxes and instance map, bit for bit, as the first version (benchmarks/render_reference.py; the shipped
+# model, its card and the lessons' figures depend on them; tests/test_render_identity.py checks).
+# So every random draw keeps its place in the stream and every float keeps its operations; what
+# changed is overhead: what depends only on sizes is cached, the tries of one mask reuse its count and
+# box, the few boxes of an image are compared in plain Python, a shading ramp is computed for the
+# visible window only, and a few numpy wrappers are replaced by the calls they make.
+# ---------------------------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------------------------
 # Shape masks. (u, v) are pixel centres in box coordinates: the box spans [-1, 1] on both axes,
 # so a stretched box draws a stretched shape and every shape touches all four box sides.
 # ---------------------------------------------------------------------------------------------
@@ -75,8 +88,8 @@ class ShapesSample(NamedTuple):
 def _box_grid(width: float, height: float) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates u: (1, ceil(width)), v: (ceil(height), 1) in [-1, 1]."""
     cols, rows = math.ceil(width), math.ceil(height)
-    u = (np.arange(cols, dtype=np.float32) + 0.5 - cols / 2) / (width / 2)
-    v = (np.arange(rows, dtype=np.float32) + 0.5 - rows / 2) / (height / 2)
+    u = (_pixel_centres(cols) - cols / 2) / (width / 2)
+    v = (_pixel_centres(rows) - rows / 2) / (height / 2)
     return u[None, :], v[:, None]
 
 
@@ -100,9 +113,8 @@ def _star_mask(u: np.ndarray, v: np.ndarray, inner: float, upright: bool) -> np.
     return dx * py - dy * (px - 1.0) >= 0
 
 
-def _shape_mask(name: str, width: float, height: float, rng: np.random.Generator, cfg: ShapesConfig) -> np.ndarray:
-    """Boolean mask (ceil(height), ceil(width)) of one shape filling a width x height box."""
-    u, v = _box_grid(width, height)
+def _shape_mask(name: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator, cfg: ShapesConfig) -> np.ndarray:
+    """Boolean mask (rows, cols) of one shape filling its box, on the box grid u: (1, cols), v: (rows, 1)."""
     if name == "circle":
         return u * u + v * v <= 1.0
     if name == "rectangle":
@@ -127,105 +139,6 @@ def _shape_mask(name: str, width: float, height: float, rng: np.random.Generator
 
 
 # ---------------------------------------------------------------------------------------------
-# Background and clutter
-# ---------------------------------------------------------------------------------------------
-
-@lru_cache(maxsize=32)
-def _blob_basis(size: int, k: int) -> np.ndarray:
-    """(size, k) smooth Gaussian bumps on a k-point grid; basis @ G @ basis.T is a smooth field."""
-    centres = (np.arange(k) + 0.5) / k
-    coords = (np.arange(size) + 0.5) / size
-    basis = np.exp(-(((coords[:, None] - centres[None, :]) * k) ** 2))
-    return (basis / basis.sum(1, keepdims=True) * 1.5).astype(np.float32)  # * 1.5: averaging damps the grid
-
-
-def _background(rng: np.random.Generator, cfg: ShapesConfig, size: int) -> np.ndarray:
-    """(3, size, size) float32: base colour + gradient + soft blobs + optional stripes/checker."""
-    # Scalars are cast to float: a numpy float64 scalar would promote the float32 arrays to float64.
-    base = rng.uniform(*cfg.background_luminance) + rng.uniform(-cfg.background_tint, cfg.background_tint, 3)
-    coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
-    xs, ys = coords[None, :], coords[:, None]
-    gx, gy = (float(g) for g in rng.uniform(-cfg.gradient, cfg.gradient, 2))
-    luminance = gx * xs + gy * ys  # (size, size) by broadcasting
-    if rng.random() < cfg.pattern_prob:
-        contrast = float(rng.uniform(*cfg.pattern_contrast))
-        if rng.random() < 0.5:  # stripes at a random angle
-            period = float(rng.uniform(6, 32)) / size
-            theta = float(rng.uniform(0, math.pi))
-            phase = (xs * (2 * math.pi * math.cos(theta) / period) + ys * (2 * math.pi * math.sin(theta) / period))
-            luminance += contrast * np.sin(phase + float(rng.uniform(0, 2 * math.pi)))
-        else:  # checkerboard
-            cell = int(rng.integers(8, 41))
-            idx = np.arange(size) // cell
-            luminance += np.float32(contrast) * (2 * ((idx[:, None] + idx[None, :]) % 2) - 1).astype(np.float32)
-    # Soft blobs: mostly brightness, a little colour, so that backgrounds stay calm.
-    k = int(rng.integers(cfg.blob_grid[0], cfg.blob_grid[1] + 1))
-    basis = _blob_basis(size, k)
-    amplitude = float(rng.uniform(0, cfg.blobs))
-    grid = rng.uniform(-1, 1, (1, k, k)) + 0.4 * rng.uniform(-1, 1, (3, k, k))
-    canvas = basis @ (amplitude * grid).astype(np.float32) @ basis.T  # (3, size, size)
-    canvas += luminance
-    canvas += base.astype(np.float32)[:, None, None]
-    return canvas
-
-
-@lru_cache(maxsize=8)
-def _pen_offsets(thickness: int) -> np.ndarray:
-    """(thickness^2, 2) integer x, y offsets of a square pen."""
-    grid = np.arange(thickness) - (thickness - 1) // 2
-    return np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
-
-
-def _pen(points: np.ndarray, thickness: int) -> np.ndarray:
-    """Integer pixels (N * thickness^2, 2) as x, y covered by a square pen of side thickness at points (N, 2)."""
-    return (np.round(points).astype(np.int64)[:, None, :] + _pen_offsets(thickness)[None]).reshape(-1, 2)
-
-
-def _clutter(rng: np.random.Generator, cfg: ShapesConfig, canvas: np.ndarray, palette: np.ndarray) -> None:
-    """Draw thin lines, curves, partial arcs and dot clusters on canvas (3, S, S): never labelled objects."""
-    size = canvas.shape[-1]
-    pixels, colours = [], []
-    for _ in range(int(rng.integers(cfg.clutter_count[0], cfg.clutter_count[1] + 1))):  # a few items
-        colour = int(rng.integers(len(palette)))
-        thickness = int(rng.integers(cfg.clutter_thickness[0], cfg.clutter_thickness[1] + 1))
-        kind = int(rng.integers(4))
-        if kind == 0:  # straight line
-            start = rng.uniform(0, size, 2)
-            direction = float(rng.uniform(0, 2 * math.pi))
-            end = start + float(rng.uniform(0.1, 0.5)) * size * np.array([math.cos(direction), math.sin(direction)])
-            t = np.linspace(0.0, 1.0, int(np.abs(end - start).max()) + 2)[:, None]
-            points = start + t * (end - start)
-        elif kind == 1:  # quadratic Bezier curve
-            p0 = rng.uniform(0, size, 2)
-            p1, p2 = p0 + rng.uniform(-0.3, 0.3, (2, 2)) * size
-            length = np.abs(p1 - p0).sum() + np.abs(p2 - p1).sum()  # >= the curve's length: no gaps
-            t = np.linspace(0.0, 1.0, int(length) + 2)[:, None]
-            points = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
-        elif kind == 2:  # partial arc: thin and open, unlike the ring class
-            centre = rng.uniform(0, size, 2)
-            radii = rng.uniform(0.02, 0.25, 2) * size
-            start, span = float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(math.radians(60), math.radians(200)))
-            angle = start + np.linspace(0.0, span, int(span * radii.max() * 1.5) + 2)
-            points = centre + radii * np.stack([np.cos(angle), np.sin(angle)], 1)
-        else:  # a few small dots
-            count = int(rng.integers(3, 13))
-            dots = rng.uniform(0, size, 2) + rng.normal(0, 0.06 * size, (count, 2))
-            radius = float(rng.uniform(0.8, 2.2))
-            r = math.ceil(radius)
-            oy, ox = np.mgrid[-r:r + 1, -r:r + 1]
-            disc = ox * ox + oy * oy <= radius * radius
-            points = (dots[:, None, :] + np.stack([ox[disc], oy[disc]], 1)[None]).reshape(-1, 2)
-            thickness = 1
-        pixels.append(_pen(points, thickness))
-        colours.append(np.full(len(pixels[-1]), colour))
-    if not pixels:
-        return
-    xy, colour_index = np.concatenate(pixels), np.concatenate(colours)
-    keep = (xy[:, 0] >= 0) & (xy[:, 0] < size) & (xy[:, 1] >= 0) & (xy[:, 1] < size)
-    canvas[:, xy[keep, 1], xy[keep, 0]] = palette[colour_index[keep]].T  # later items paint over earlier ones
-
-
-# ---------------------------------------------------------------------------------------------
 # Objects
 # ---------------------------------------------------------------------------------------------
 
@@ -245,94 +158,118 @@ def _sample_sizes(rng: np.random.Generator, cfg: ShapesConfig, count: int) -> np
     return np.sort(sizes)[::-1]
 
 
-def _box_iou_1n(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box (4,) with others (N, 4). (torchvision.ops.box_iou does this for tensors;
-    plain numpy keeps the generator free of torch overhead in this hot loop; the tests compare them.)"""
-    wh = np.clip(np.minimum(box[2:], others[:, 2:]) - np.maximum(box[:2], others[:, :2]), 0, None)
-    inter = wh[:, 0] * wh[:, 1]
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(union - inter, 1e-9)
+Box = tuple[int, int, int, int]  # pixel xyxy; pixel (x, y) covers [x, x + 1) x [y, y + 1)
 
 
-def _mask_box(mask: np.ndarray, x0: int, y0: int) -> np.ndarray | None:
-    """Tight xyxy box (4,) of the True pixels of ``mask`` whose top-left pixel is (x0, y0); None if empty.
+def _box_iou_1n(box: Sequence[float], others: Sequence[Sequence[float]]) -> list[float]:
+    """IoU of one xyxy box (4,) with each of others (N, 4), as a list (torchvision.ops.box_iou does this for
+    tensors; an image has a handful of boxes, so plain Python beats numpy's per-call cost here; the tests
+    compare them). On the renderer's integer boxes every step is exact but the one division."""
+    x0, y0, x1, y1 = box
+    area = (x1 - x0) * (y1 - y0)
+    ious = []
+    for a0, b0, a1, b1 in others:  # a handful of boxes
+        inter = max(min(x1, a1) - max(x0, a0), 0) * max(min(y1, b1) - max(y0, b0), 0)
+        ious.append(inter / max(area + (a1 - a0) * (b1 - b0) - inter, 1e-9))
+    return ious
+
+
+def _mask_box(mask: np.ndarray, x0: int, y0: int) -> Box | None:
+    """Tight xyxy box of the True pixels of ``mask`` whose top-left pixel is (x0, y0); None if empty.
 
     Pixel (x, y) covers [x, x + 1) x [y, y + 1), so a single pixel has a 1 x 1 box.
     """
-    rows = np.flatnonzero(mask.any(1))
+    rows = mask.any(1).nonzero()[0]
     if len(rows) == 0:
         return None
-    cols = np.flatnonzero(mask.any(0))
-    return np.array([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1], dtype=np.float64)
+    cols = mask.any(0).nonzero()[0]
+    return (x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1)
 
 
-def _pick_colour(rng: np.random.Generator, palette_luma: np.ndarray, avoid_luma: list[float], margin: float) -> int:
+def _pick_colour(rng: np.random.Generator, palette_luma: list[float], avoid_luma: list[float], margin: float) -> int:
     """A random palette index whose luminance differs by >= margin from every value in avoid_luma."""
-    gap = np.min(np.abs(palette_luma[:, None] - np.array(avoid_luma)[None, :]), axis=1)
-    ok = np.flatnonzero(gap >= margin)
-    return int(rng.choice(ok)) if len(ok) else int(np.argmax(gap))
+    gap = [abs(luma - avoid_luma[0]) for luma in palette_luma]
+    for avoid in avoid_luma[1:]:  # the objects it partly hides, usually none
+        gap = [min(g, abs(luma - avoid)) for g, luma in zip(gap, palette_luma)]
+    ok = [i for i, g in enumerate(gap) if g >= margin]
+    return ok[int(rng.integers(len(ok)))] if ok else gap.index(max(gap))  # = rng.choice(ok), draw for draw
+
+
+@lru_cache(maxsize=8)
+def _palette_tables(colours: tuple[tuple[float, float, float], ...]) -> tuple[np.ndarray, list[float], list[float]]:
+    """The palette (K, 3) float32 and two luminance lists (K,): as ``palette @ luma`` and row by row.
+
+    The two agree to float32 rounding only (one matrix-vector product against K dot products), and each
+    is used where the first version used it: the first to pick colours, the second for painted objects.
+    """
+    palette = _read_only(np.asarray(colours, dtype=np.float32))
+    return palette, [float(luma) for luma in palette @ _LUMA], [float(colour @ _LUMA) for colour in palette]
 
 
 class _Placement(NamedTuple):
     window: tuple[int, int, int, int]  # (y0, y1, x0, x1): the part of the shape's box inside the image
     pixels: np.ndarray                 # (y1 - y0, x1 - x0) bool: the shape's pixels in that window
-    box: np.ndarray                    # (4,) tight xyxy of those pixels
+    box: Box                           # tight xyxy of those pixels
     count: int                         # number of those pixels
     hidden: dict[int, int]             # earlier object -> how many of its pixels this one hides
-    shrunk: dict[int, np.ndarray]      # earlier object -> its visible box once partly hidden
+    shrunk: dict[int, Box]             # earlier object -> its visible box once partly hidden
 
 
 class _Scene:
     """The objects placed so far in one image: who owns each pixel, and each object's visible box."""
 
-    def __init__(self, size: int, capacity: int) -> None:
+    def __init__(self, size: int) -> None:
         self.owner = np.full((size, size), -1, dtype=np.int16)  # object index per pixel, -1 = none
-        self.boxes = np.zeros((capacity, 4))                    # visible xyxy box of each object
+        self.boxes: list[Box] = []      # visible xyxy box of each object
         self.windows: list[tuple[int, int, int, int]] = []
         self.visible: list[int] = []    # pixels still visible
         self.total: list[int] = []      # all of the object's pixels, also those outside the image
         self.luma: list[float] = []
         self.labels: list[int] = []
 
-    def try_place(self, mask: np.ndarray, total: int, x0: int, y0: int, cfg: ShapesConfig) -> _Placement | None:
+    def try_place(self, mask: np.ndarray, total: int, mask_box: Box, x0: int, y0: int,
+                  cfg: ShapesConfig) -> _Placement | None:
         """Check the rules for ``mask`` (h, w) with its top-left at (x0, y0); None if one is broken.
 
-        Rules: >= min_visible of the shape inside the image; box IoU <= max_iou with every object,
-        also after earlier objects' visible boxes shrink because this one hides part of them; every
-        earlier object keeps >= min_visible of its pixels.
+        ``total`` and ``mask_box`` are the mask's pixel count and tight box at (0, 0), computed once
+        for all the tries of one mask. Rules: >= min_visible of the shape inside the image; box IoU
+        <= max_iou with every object, also after earlier objects' visible boxes shrink because this
+        one hides part of them; every earlier object keeps >= min_visible of its pixels.
         """
         size = self.owner.shape[0]
         rows, cols = mask.shape
         ya, yb, xa, xb = max(y0, 0), min(y0 + rows, size), max(x0, 0), min(x0 + cols, size)
-        pixels = mask[ya - y0:yb - y0, xa - x0:xb - x0]
-        count = int(pixels.sum()) if (ya, yb, xa, xb) != (y0, y0 + rows, x0, x0 + cols) else total
+        if (ya, yb, xa, xb) == (y0, y0 + rows, x0, x0 + cols):  # all inside: the mask's own count and box
+            pixels, count = mask, total
+            box = (x0 + mask_box[0], y0 + mask_box[1], x0 + mask_box[2], y0 + mask_box[3]) if total else None
+        else:
+            pixels = mask[ya - y0:yb - y0, xa - x0:xb - x0]
+            count = int(np.count_nonzero(pixels))
+            box = _mask_box(pixels, xa, ya) if count else None
         if count == 0 or count < cfg.min_visible * total:
             return None
-        box = _mask_box(pixels, xa, ya)
-        n = len(self.labels)
-        iou = _box_iou_1n(box, self.boxes[:n])
-        if n and iou.max() > cfg.max_iou:
+        iou = _box_iou_1n(box, self.boxes)
+        if iou and max(iou) > cfg.max_iou:
             return None
         hidden, shrunk = {}, {}
-        if iou.any():  # the boxes overlap: does the shape hide pixels of earlier objects?
+        if any(iou):  # the boxes overlap: does the shape hide pixels of earlier objects?
             owners = self.owner[ya:yb, xa:xb][pixels]
-            counts = np.bincount(owners[owners >= 0], minlength=n)
-            for j in np.flatnonzero(counts):  # the few objects it overlaps
-                if self.visible[j] - counts[j] < cfg.min_visible * self.total[j]:
+            counts = np.bincount(owners + 1, minlength=len(self.boxes) + 1)[1:]  # + 1: -1 (nobody) -> bin 0
+            for j in counts.nonzero()[0].tolist():  # the few objects it overlaps
+                if self.visible[j] - int(counts[j]) < cfg.min_visible * self.total[j]:
                     return None
-                hidden[int(j)] = int(counts[j])
-                shrunk[int(j)] = self._box_after_hiding(int(j), (ya, yb, xa, xb), pixels)
+                hidden[j] = int(counts[j])
+                shrunk[j] = self._box_after_hiding(j, (ya, yb, xa, xb), pixels)
             if shrunk:  # a partly hidden object has a smaller visible box: re-check its IoUs
-                boxes = np.concatenate([self.boxes[:n], box[None]])
+                boxes = self.boxes + [box]
                 for j, new_box in shrunk.items():
                     boxes[j] = new_box
                 for j in shrunk:
-                    others = np.delete(boxes, j, axis=0)
-                    if _box_iou_1n(boxes[j], others).max() > cfg.max_iou:
+                    if max(_box_iou_1n(boxes[j], boxes[:j] + boxes[j + 1:])) > cfg.max_iou:
                         return None
         return _Placement((ya, yb, xa, xb), pixels, box, count, hidden, shrunk)
 
-    def _box_after_hiding(self, j: int, window: tuple[int, int, int, int], pixels: np.ndarray) -> np.ndarray:
+    def _box_after_hiding(self, j: int, window: tuple[int, int, int, int], pixels: np.ndarray) -> Box:
         ya, yb, xa, xb = window
         ja, jb, ia, ib = self.windows[j]
         own = self.owner[ja:jb, ia:ib] == j
@@ -348,8 +285,8 @@ class _Scene:
             self.visible[j] -= count
         for j, new_box in placement.shrunk.items():
             self.boxes[j] = new_box
-        self.owner[ya:yb, xa:xb][placement.pixels] = len(self.labels)
-        self.boxes[len(self.labels)] = placement.box
+        np.copyto(self.owner[ya:yb, xa:xb], len(self.labels), where=placement.pixels)
+        self.boxes.append(placement.box)
         self.windows.append(placement.window)
         self.visible.append(placement.count)
         self.total.append(total)
@@ -369,14 +306,13 @@ def _random_aspect(rng: np.random.Generator, cfg: ShapesConfig, side_px: float, 
 def render_shapes(rng: np.random.Generator, cfg: ShapesConfig, image_size: int = 256) -> ShapesSample:
     """Draw one image and its annotation from ``rng``. Pure: the same generator state gives the same sample."""
     size = image_size
-    palette = np.asarray(cfg.palette, dtype=np.float32)
-    palette_luma = palette @ _LUMA
+    palette, palette_luma, colour_luma = _palette_tables(cfg.palette)
     canvas = _background(rng, cfg, size)
     _clutter(rng, cfg, canvas, palette)  # drawn first: objects are never hidden by clutter
 
     count = 0 if rng.random() < cfg.empty_prob else int(rng.integers(cfg.objects_per_image[0],
                                                                      cfg.objects_per_image[1] + 1))
-    scene = _Scene(size, count)
+    scene = _Scene(size)
     # Largest first, so small objects are drawn on top and stay visible (painter's order).
     for side in _sample_sizes(rng, cfg, count):  # loop over <= 8 objects; each is drawn with array ops
         class_index = int(rng.integers(len(cfg.classes)))
@@ -385,9 +321,11 @@ def render_shapes(rng: np.random.Generator, cfg: ShapesConfig, image_size: int =
         for _attempt in range(4):
             aspect = _random_aspect(rng, cfg, side_px, size)
             width, height = side_px * math.sqrt(aspect), side_px / math.sqrt(aspect)
-            mask = _shape_mask(cfg.classes[class_index], width, height, rng, cfg)
+            u, v = _box_grid(width, height)
+            mask = _shape_mask(cfg.classes[class_index], u, v, rng, cfg)
             rows, cols = mask.shape
-            total = int(mask.sum())
+            total = int(np.count_nonzero(mask))
+            mask_box = _mask_box(mask, 0, 0)
             across = rng.random() < cfg.border_prob or cols > size or rows > size
             for _try in range(cfg.placement_tries):
                 if across:  # centre anywhere in the image: the shape may be cut by the border
@@ -396,7 +334,7 @@ def render_shapes(rng: np.random.Generator, cfg: ShapesConfig, image_size: int =
                 else:
                     x0 = int(rng.integers(0, size - cols + 1))
                     y0 = int(rng.integers(0, size - rows + 1))
-                placement = scene.try_place(mask, total, x0, y0, cfg)
+                placement = scene.try_place(mask, total, mask_box, x0, y0, cfg)
                 if placement is not None:
                     break
             if placement is not None:
@@ -412,21 +350,20 @@ def render_shapes(rng: np.random.Generator, cfg: ShapesConfig, image_size: int =
         free = placement.pixels[::step, ::step] & (scene.owner[ya:yb:step, xa:xb:step] < 0)
         sample = window[:, ::step, ::step]
         background = sample[:, free] if free.any() else sample.reshape(3, -1)
-        avoid = [float(background.mean(1) @ _LUMA)] + [scene.luma[j] for j in placement.hidden]
-        colour = palette[_pick_colour(rng, palette_luma, avoid, cfg.min_contrast)]
-        # Gentle shading (a brightness ramp) so that objects are not flat stickers.
-        u, v = _box_grid(width, height)
-        ramp = 1.0 + cfg.shading * (float(rng.uniform(-1, 1)) * u + float(rng.uniform(-1, 1)) * v)
-        ramp = ramp[ya - y0:yb - y0, xa - x0:xb - x0]
-        np.copyto(window, colour[:, None, None] * ramp[None], where=placement.pixels[None])
-        scene.add(placement, total, class_index + 1, float(colour @ _LUMA))
+        avoid = [float(_mean_rows(background) @ _LUMA)] + [scene.luma[j] for j in placement.hidden]
+        colour_index = _pick_colour(rng, palette_luma, avoid, cfg.min_contrast)
+        # Gentle shading (a brightness ramp) so that objects are not flat stickers; only the window's part.
+        ramp = float(rng.uniform(-1, 1)) * u[:, xa - x0:xb - x0] + float(rng.uniform(-1, 1)) * v[ya - y0:yb - y0]
+        ramp *= cfg.shading
+        ramp += 1.0  # = 1 + shading * (a u + b v), in place
+        np.copyto(window, palette[colour_index][:, None, None] * ramp, where=placement.pixels)
+        scene.add(placement, total, class_index + 1, colour_luma[colour_index])
 
     noise = float(rng.uniform(*cfg.noise))
     if noise > 0:  # uniform noise in [-noise, noise]; raw random bytes are 3x faster than rng.random
-        canvas += np.frombuffer(rng.bytes(canvas.size), np.int8).reshape(canvas.shape) * np.float32(noise / 128)
+        canvas += _random_bytes(rng, canvas.size).reshape(canvas.shape) * np.float32(noise / 128)
     np.clip(canvas, 0.0, 1.0, out=canvas)
-    n = len(scene.labels)
     # scene.boxes are exact: the tight extent of each object's visible pixels within the image.
     visible = np.asarray(scene.visible, dtype=np.float32) / np.maximum(np.asarray(scene.total, np.float32), 1)
-    return ShapesSample(canvas, scene.boxes[:n].astype(np.float32), np.asarray(scene.labels, dtype=np.int64),
-                        scene.owner, visible)
+    return ShapesSample(canvas, np.asarray(scene.boxes, dtype=np.float32).reshape(-1, 4),
+                        np.asarray(scene.labels, dtype=np.int64), scene.owner, visible)
