@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_metrics import make_dataset  # noqa: E402
 from ssd_lib.course.ablations import summarize  # noqa: E402
 from ssd_lib.course.checks import check_min_iou_crop, check_sgd_step, check_summarize  # noqa: E402
 from ssd_lib.course.checks.crop import _min_iou_crop_reference  # noqa: E402
@@ -47,21 +46,8 @@ def _check(checker: Callable, reference: Callable) -> Callable[[], None]:
 
 
 def _voc_1000_images() -> Callable[[], None]:
-    """1,000 images x 100 detections of 20 classes, detections jittered copies of the objects plus noise."""
-    rng = np.random.default_rng(3)
-    detections, truths = [], []
-    for _ in range(1000):
-        g = int(rng.integers(1, 11))
-        xy = rng.uniform(0, 150, (g, 2))
-        gt = np.concatenate((xy, xy + rng.uniform(10, 50, (g, 2))), 1)
-        labels = rng.integers(1, 21, g)
-        pick = rng.integers(0, g, 100)
-        det = gt[pick] + rng.normal(0, 4, (100, 4))
-        det = np.concatenate((np.minimum(det[:, :2], det[:, 2:]), np.maximum(det[:, :2], det[:, 2:])), 1)
-        truths.append({"boxes": torch.tensor(gt), "labels": torch.tensor(labels)})
-        detections.append({"boxes": torch.tensor(det), "scores": torch.tensor(rng.uniform(0, 1, 100)),
-                           "labels": torch.tensor(np.where(rng.uniform(size=100) < 0.8, labels[pick],
-                                                           rng.integers(1, 21, 100)))})
+    """1,000 VOC-sized images x 100 detections of 20 classes (bench_metrics' synthetic test set)."""
+    detections, truths = make_dataset(num_images=1000, dets_per_image=100, num_classes=20, seed=3)
     return lambda: evaluate_voc(detections, truths, num_classes=20)
 
 

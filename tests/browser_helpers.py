@@ -51,6 +51,26 @@ def widget_notebooks(directory: Path) -> list[Path]:
     return found
 
 
+# How the browser tests launch Chromium (as root in a container: no sandbox, no /dev/shm, no GPU).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
+
+
+def require_chromium() -> str:
+    """Debian's Chromium for Playwright, or a skip of the calling test that says what to install (a failure under
+    ``CI=true``, tests/conftest.py)."""
+    import pytest
+
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("Playwright is not installed: run `bash run.sh setup` (installs the `test` extra)")
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed: run `bash run.sh setup` as root "
+                    "(apt-get install chromium), or set SSD_CHROMIUM to a Chromium binary")
+    return chromium
+
+
 def find_chromium() -> Optional[str]:
     """Debian's Chromium (``SSD_CHROMIUM`` overrides): the binary itself, else the ``chromium`` wrapper."""
     override = os.environ.get("SSD_CHROMIUM")

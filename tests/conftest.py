@@ -64,3 +64,17 @@ def pytest_make_collect_report(collector):
     report = outcome.get_result()
     if STRICT and report.skipped and not _GPU_REASON.search(_skip_reason(report)):
         _strict_failure(report, _skip_reason(report))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests, then the thread count as it was. The machine's two cores are shared,
+    and these tests run small tensor ops, where extra intra-op threads only add overhead (10x for the checks' tiny
+    convolutions); training runs compared with each other also need the same thread count. A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch  # here, not at the top: the strict-CI check above runs without importing torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

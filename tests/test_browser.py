@@ -27,7 +27,8 @@ import pytest
 
 from browser_helpers import (
     IMAGES_JS, OPEN_AND_RUN_JS, RUN_DONE_JS, SETTLED_JS, SHUTDOWN_KERNEL_JS, SNAPSHOT_JS, WIDGET_ERROR,
-    JupyterLabServer, drawing_changed, find_chromium, notebook_problems, widget_cells, widget_notebooks,
+    CHROMIUM_ARGS, JupyterLabServer, drawing_changed, notebook_problems, require_chromium, widget_cells,
+    widget_notebooks,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -329,14 +330,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed: run `bash run.sh setup` (installs the `test` extra)")
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed: run `bash run.sh setup` as root "
-                    "(apt-get install chromium), or set SSD_CHROMIUM to a Chromium binary")
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
     base = tmp_path_factory.mktemp("jupyterlab")
     root = base / "root"
     root.mkdir()
@@ -347,8 +342,7 @@ def lab(tmp_path_factory):
     started = time.perf_counter()
     with JupyterLabServer(root, base / "state", _kernel_env(), SHOTS / "jupyterlab.log", LAB_SETTINGS) as server:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                                 args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             try:
                 context = browser.new_context(viewport={"width": 1400, "height": 1000})
                 the_lab = Lab(server, context)

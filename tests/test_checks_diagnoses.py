@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 
+from check_results import assert_fails_on  # tests/check_results.py
 from ssd_lib import debugging
 from ssd_lib.boxes import xyxy_to_cxcywh
 from ssd_lib.course import checks, lab
@@ -214,10 +215,7 @@ WRONG = [
 @pytest.mark.parametrize("checker, wrong, number, hint", WRONG,
                          ids=[f"{NAME(c)}-{k}" for k, (c, *_) in enumerate(WRONG)])
 def test_a_wrong_diagnosis_fails_with_case_and_hint(checker, wrong, number, hint):
-    result = checker(wrong)
-    assert not result.passed
-    assert result.message.startswith(f"❌ {checker.__name__}: case '{case_name(checker, number)}' ("), result.message
-    assert hint in result.message.split("Hint: ", 1)[1], result.message
+    assert_fails_on(checker(wrong), checker.__name__, case_name(checker, number), hint, whole_name=True)
 
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=NAME)

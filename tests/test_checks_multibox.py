@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from check_results import assert_fails_on  # tests/check_results.py
 from ssd_lib.course.checks import check_multibox_loss, hidden_tests
 from ssd_lib.course.checks.tripwire import reference_allowed
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
@@ -134,10 +135,7 @@ MISTAKES = [  # (solution, the case it fails first, a piece of the hint)
 
 @pytest.mark.parametrize("solution, case, hint", MISTAKES, ids=[hint for _, _, hint in MISTAKES])
 def test_each_mistake_fails_on_its_case_with_its_hint(solution, case, hint):
-    result = check_multibox_loss(solution)
-    assert not result.passed
-    assert result.message.startswith(f"❌ check_multibox_loss: case '{case}"), result.message
-    assert hint in result.message.split("Hint: ", 1)[1], result.message
+    assert_fails_on(check_multibox_loss(solution), "check_multibox_loss", case, hint)
 
 
 def test_a_right_value_with_a_wrong_gradient_fails():

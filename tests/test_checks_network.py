@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models.detection.ssd import SSDHead
 
+from check_results import assert_fails_on  # tests/check_results.py
 from ssd_lib.course import checks
 from ssd_lib.course.checks import check_predict, hidden_tests
 from ssd_lib.course.checks.tripwire import FORBIDDEN, reference_allowed
@@ -21,13 +22,7 @@ from ssd_lib.priors import PriorConfig, default_boxes
 SEEDS = (0, 7, 1234)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The checks run tiny convolutions; on shared cores extra intra-op threads only add overhead (10x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: one torch thread
 
 
 def torchvision_predict(features, loc_heads, conf_heads, num_classes):
@@ -194,10 +189,7 @@ WRONG = [
 
 @pytest.mark.parametrize("wrong, case, hint", WRONG, ids=[str(w.keywords) for w, _, _ in WRONG])
 def test_each_mistake_fails_on_its_case_with_the_hint_that_names_it(wrong, case, hint):
-    result = check_predict(wrong)
-    assert not result.passed
-    assert result.message.startswith(f"❌ check_predict: case '{case}"), result.message
-    assert hint in result.message.split("Hint: ", 1)[1], result.message
+    assert_fails_on(check_predict(wrong), "check_predict", case, hint)
 
 
 def test_a_wrong_row_is_named_by_map_cell_and_box():

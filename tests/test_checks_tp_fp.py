@@ -16,6 +16,8 @@ import pytest
 import torch
 import torchvision
 
+from check_results import assert_fails_on  # tests/check_results.py
+from voc_reference import voc_eval_tp_fp  # tests/voc_reference.py
 from ssd_lib.course import checks
 from ssd_lib.course.checks import check_tp_fp, hidden_tests
 from ssd_lib.course.checks.metrics import _outcomes, _random_case, _walk, voc_tp_fp
@@ -23,82 +25,6 @@ from ssd_lib.course.checks.tripwire import FORBIDDEN, reference_allowed
 from ssd_lib.metrics import average_precision, evaluate_voc
 
 P = functools.partial
-
-
-# ---------------------------------------------------------------------------------------------
-# py-faster-rcnn's voc_eval (lib/datasets/voc_eval.py), the loop that marks TPs and FPs, transcribed.
-# Deliberate differences: no "+ 1." in widths and areas (continuous boxes, as ssd_lib.metrics.voc);
-# a stable sort (np.argsort(-confidence) is quicksort; the devkit's MATLAB sort is stable). Its
-# threshold is the original's strict ">" unless ``inclusive`` (the devkit's ">=", VOCevalDet.m).
-# ---------------------------------------------------------------------------------------------
-
-def voc_eval_tp_fp(det_image_ids, det_scores, det_boxes, gt_image_ids, gt_boxes, gt_difficult, ovthresh=0.5,
-                   inclusive=False):
-    """(tp, fp) as float arrays in the INPUT order of the detections (voc_eval's are in ranked order)."""
-    det_image_ids, gt_image_ids = np.asarray(det_image_ids).tolist(), np.asarray(gt_image_ids).tolist()
-    gt_boxes, gt_difficult = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4), np.asarray(gt_difficult, bool)
-    class_recs = {}
-    npos = 0
-    for imagename in set(det_image_ids) | set(gt_image_ids):
-        R = [j for j, image in enumerate(gt_image_ids) if image == imagename]
-        bbox = gt_boxes[R]
-        difficult = gt_difficult[R]
-        det = [False] * len(R)
-        npos = npos + sum(~difficult)
-        class_recs[imagename] = {'bbox': bbox, 'difficult': difficult, 'det': det}
-
-    image_ids = det_image_ids
-    confidence = np.asarray(det_scores, dtype=np.float64)
-    BB = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
-
-    # sort by confidence
-    sorted_ind = np.argsort(-confidence, kind="stable")  # py-faster-rcnn: np.argsort(-confidence)
-    BB = BB[sorted_ind, :]
-    image_ids = [image_ids[x] for x in sorted_ind]
-
-    # go down dets and mark TPs and FPs
-    nd = len(image_ids)
-    tp = np.zeros(nd)
-    fp = np.zeros(nd)
-    for d in range(nd):
-        R = class_recs[image_ids[d]]
-        bb = BB[d, :].astype(float)
-        ovmax = -np.inf
-        BBGT = R['bbox'].astype(float)
-
-        if BBGT.size > 0:
-            # compute overlaps
-            # intersection
-            ixmin = np.maximum(BBGT[:, 0], bb[0])
-            iymin = np.maximum(BBGT[:, 1], bb[1])
-            ixmax = np.minimum(BBGT[:, 2], bb[2])
-            iymax = np.minimum(BBGT[:, 3], bb[3])
-            iw = np.maximum(ixmax - ixmin, 0.)  # py-faster-rcnn: ixmax - ixmin + 1.
-            ih = np.maximum(iymax - iymin, 0.)
-            inters = iw * ih
-
-            # union
-            uni = ((bb[2] - bb[0]) * (bb[3] - bb[1]) +
-                   (BBGT[:, 2] - BBGT[:, 0]) *
-                   (BBGT[:, 3] - BBGT[:, 1]) - inters)
-
-            overlaps = inters / uni
-            ovmax = np.max(overlaps)
-            jmax = np.argmax(overlaps)
-
-        if ovmax >= ovthresh if inclusive else ovmax > ovthresh:
-            if not R['difficult'][jmax]:
-                if not R['det'][jmax]:
-                    tp[d] = 1.
-                    R['det'][jmax] = 1
-                else:
-                    fp[d] = 1.
-        else:
-            fp[d] = 1.
-
-    in_input_order = np.empty(nd, dtype=np.int64)
-    in_input_order[sorted_ind] = np.arange(nd)
-    return tp[in_input_order], fp[in_input_order]
 
 
 def continuous_case(seed, num_images=5, num_gt=12, num_dets=30, crowded=False):
@@ -283,10 +209,7 @@ def test_numpy_results_are_accepted():
 @pytest.mark.parametrize("wrong, case, words", WRONG,
                          ids=[",".join(f"{k}={v}" for k, v in w.keywords.items()) for w, _, _ in WRONG])
 def test_each_mistake_fails_its_case_with_its_hint(wrong, case, words):
-    result = check_tp_fp(wrong)
-    assert not result.passed
-    assert result.message.startswith(f"❌ check_tp_fp: case '{case}"), result.message
-    assert words in result.message.split("Hint: ", 1)[1], result.message
+    assert_fails_on(check_tp_fp(wrong), "check_tp_fp", case, words)
 
 
 def test_a_0_1_result_and_a_missing_tuple_get_their_own_message():

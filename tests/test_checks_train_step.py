@@ -13,6 +13,7 @@ import torch
 import torch.optim.sgd as torch_sgd
 from torch import nn
 
+from check_results import assert_fails_on  # tests/check_results.py
 from ssd_lib.course.checks import check_sgd_step, hidden_tests
 from ssd_lib.course.checks.sgd import _sgd_reference
 from ssd_lib.course.checks.tripwire import reference_allowed
@@ -87,10 +88,7 @@ def test_hidden_tests_pass_the_library_and_the_learner():
 
 @pytest.mark.parametrize("wrong, case, hint", WRONG, ids=[h for _, _, h in WRONG])
 def test_each_mistake_fails_with_its_hint(wrong, case, hint):
-    result = check_sgd_step(wrong)
-    assert not result.passed
-    assert case in result.message.split(" (", 1)[0], result.message
-    assert hint in result.message.split("Hint: ", 1)[1], result.message
+    assert_fails_on(check_sgd_step(wrong), "check_sgd_step", case, hint)
 
 
 def test_a_float32_result_fails_the_float64_hidden_run():

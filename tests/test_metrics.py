@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
+from voc_reference import voc_eval  # tests/voc_reference.py
 from ssd_lib.metrics import voc as voc_metrics  # the module that holds the chunk size
 from ssd_lib.metrics import (
     average_precision,
@@ -57,92 +58,10 @@ NOWHERE = [100, 100, 110, 110]
 
 
 
-def reference_voc_eval(detections, ground_truths, label, iou_threshold=0.5, use_07_metric=True,
-                       strict=False, levels=None):
-    """One class. Returns ``(recall, precision, ap, counted)``; ``counted`` marks the ranks that are
-    TP or FP (the others hit a difficult object: the reference keeps them as tp = fp = 0 steps)."""
-    class_recs = {}
-    npos = 0
-    for i, target in enumerate(ground_truths):
-        keep = np.asarray(target["labels"]) == label
-        bbox = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)[keep]
-        difficult = np.asarray(target.get("difficult", np.zeros(len(keep), bool)), dtype=bool)[keep]
-        npos += int(np.sum(~difficult))
-        class_recs[i] = {"bbox": bbox, "difficult": difficult, "det": [False] * len(bbox)}
-
-    image_ids, confidence, boxes = [], [], []
-    for i, d in enumerate(detections):
-        for box, score, lab in zip(np.asarray(d["boxes"], np.float64).reshape(-1, 4),
-                                   np.asarray(d["scores"], np.float64), np.asarray(d["labels"])):
-            if lab == label:
-                image_ids.append(i)
-                confidence.append(score)
-                boxes.append(box)
-    confidence = np.array(confidence)
-    boxes = np.array(boxes).reshape(-1, 4)
-    sorted_ind = np.argsort(-confidence, kind="stable")  # py-faster-rcnn: np.argsort (not stable)
-    boxes = boxes[sorted_ind]
-    image_ids = [image_ids[x] for x in sorted_ind]
-
-    nd = len(image_ids)
-    tp = np.zeros(nd)
-    fp = np.zeros(nd)
-    for d in range(nd):
-        rec = class_recs[image_ids[d]]
-        bb = boxes[d]
-        ovmax = -np.inf
-        bbgt = rec["bbox"]
-        if bbgt.size > 0:
-            ixmin = np.maximum(bbgt[:, 0], bb[0])
-            iymin = np.maximum(bbgt[:, 1], bb[1])
-            ixmax = np.minimum(bbgt[:, 2], bb[2])
-            iymax = np.minimum(bbgt[:, 3], bb[3])
-            iw = np.maximum(ixmax - ixmin, 0.0)  # py-faster-rcnn: + 1.
-            ih = np.maximum(iymax - iymin, 0.0)
-            inters = iw * ih
-            uni = (bb[2] - bb[0]) * (bb[3] - bb[1]) + (bbgt[:, 2] - bbgt[:, 0]) * (bbgt[:, 3] - bbgt[:, 1]) - inters
-            overlaps = inters / uni
-            ovmax = np.max(overlaps)
-            jmax = np.argmax(overlaps)
-        if (ovmax > iou_threshold) if strict else (ovmax >= iou_threshold):  # py-faster-rcnn: >
-            if not rec["difficult"][jmax]:
-                if not rec["det"][jmax]:
-                    tp[d] = 1.0
-                    rec["det"][jmax] = True
-                else:
-                    fp[d] = 1.0
-        else:
-            fp[d] = 1.0
-
-    counted = (tp + fp) > 0
-    fp = np.cumsum(fp)
-    tp = np.cumsum(tp)
-    if npos == 0:
-        return np.zeros(0), np.zeros(0), float("nan"), counted
-    rec = tp / float(npos)
-    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return rec, prec, reference_voc_ap(rec, prec, use_07_metric, levels), counted
-
-
-def reference_voc_ap(rec, prec, use_07_metric, levels=None):
-    if use_07_metric:
-        ap = 0.0
-        for t in (np.arange(0.0, 1.1, 0.1) if levels is None else levels):  # as in py-faster-rcnn
-            p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
-            ap = ap + p / 11.0
-        return ap
-    mrec = np.concatenate(([0.0], rec, [1.0]))
-    mpre = np.concatenate(([0.0], prec, [0.0]))
-    for i in range(mpre.size - 1, 0, -1):
-        mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
-    i = np.where(mrec[1:] != mrec[:-1])[0]
-    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
-
-
 def assert_matches_reference(detections, ground_truths, num_classes, iou_threshold=0.5, use_07_metric=True):
     result = evaluate_voc(detections, ground_truths, iou_threshold, use_07_metric, num_classes=num_classes)
     for label in range(1, num_classes + 1):
-        rec, prec, ap, counted = reference_voc_eval(detections, ground_truths, label, iou_threshold, use_07_metric)
+        rec, prec, ap, counted = voc_eval(detections, ground_truths, label, iou_threshold, use_07_metric)
         if math.isnan(ap):
             assert math.isnan(result["ap"][label - 1])
             continue
@@ -290,7 +209,7 @@ def test_iou_threshold_is_inclusive(height, expected, use_07_metric):
     result = evaluate_voc(dets, [gt([A], [1])], use_07_metric=use_07_metric)
     assert result["mAP"] == expected
     # py-faster-rcnn's strict ">" would reject IoU exactly 0.5; the VOC devkit (and we) accept it.
-    _, _, strict_ap, _ = reference_voc_eval(dets, [gt([A], [1])], 1, 0.5, use_07_metric, strict=True)
+    _, _, strict_ap, _ = voc_eval(dets, [gt([A], [1])], 1, 0.5, use_07_metric, strict=True)
     assert strict_ap == pytest.approx(0.0 if height == 5.0 else expected, abs=1e-12)
 
 
@@ -366,7 +285,7 @@ def test_voc07_recall_levels_are_the_reference_floats():
     dets = [det(objects[:3], [0.9, 0.8, 0.7], [1, 1, 1])]
     targets = [gt(objects, [1] * 10)]
     assert evaluate_voc(dets, targets)["mAP"] == pytest.approx(3 / 11, abs=1e-12)
-    _, _, exact_tenths_ap, _ = reference_voc_eval(dets, targets, 1, levels=np.arange(11) / 10)
+    _, _, exact_tenths_ap, _ = voc_eval(dets, targets, 1, levels=np.arange(11) / 10)
     assert exact_tenths_ap == pytest.approx(4 / 11, abs=1e-12)
 
 

@@ -13,24 +13,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from voc_reference import voc_ap  # tests/voc_reference.py
 from ssd_lib.evaluate import evaluate_predictor
 from ssd_lib.metrics import VOC07_RECALL_LEVELS, average_precision, evaluate_voc, paired_iou
 
 # ---------------------------------------------------------------------------------------------
 # Transcriptions of the reference code
 # ---------------------------------------------------------------------------------------------
-
-
-def pyfrcnn_voc_ap_07(rec, prec, levels=None):
-    """py-faster-rcnn ``voc_eval.voc_ap(rec, prec, use_07_metric=True)``, line for line."""
-    ap = 0.0
-    for t in np.arange(0.0, 1.1, 0.1) if levels is None else levels:
-        if np.sum(rec >= t) == 0:
-            p = 0
-        else:
-            p = np.max(prec[rec >= t])
-        ap = ap + p / 11.0
-    return ap
 
 
 def devkit_iou(bb, bbgt):
@@ -82,7 +71,7 @@ def devkit_ap(detections, ground_truths, label, minoverlap=0.5):
     tp, fp = np.cumsum(tp), np.cumsum(fp)
     rec = tp / npos
     prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return pyfrcnn_voc_ap_07(rec, prec)
+    return voc_ap(rec, prec)
 
 
 def to_edges(boxes):
@@ -125,10 +114,10 @@ def test_recall_levels_are_the_reference_floats():
 @pytest.mark.parametrize("name", list(CURVES))
 def test_11_point_ap_is_py_faster_rcnn_voc_ap(name):
     recall, precision = pr_curve(CURVES[name])
-    reference = pyfrcnn_voc_ap_07(recall, precision)
+    reference = voc_ap(recall, precision)
     assert average_precision(recall, precision, use_07_metric=True) == pytest.approx(reference, abs=1e-12)
     # The case bites: the exact tenths k / 10 count the point at recall 3/10, 6/10 or 7/10 and give another AP.
-    exact_tenths = pyfrcnn_voc_ap_07(recall, precision, levels=np.arange(11) / 10)
+    exact_tenths = voc_ap(recall, precision, True, levels=np.arange(11) / 10)
     assert abs(exact_tenths - reference) > 0.01
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import nbformat
 import pytest
 
-from browser_helpers import find_chromium
+from browser_helpers import CHROMIUM_ARGS, require_chromium
 from ssd_lib.course import site as course_html
 from test_site import STATE_SCRIPT, WIDGET_NOTEBOOK, build_widget_lesson_once
 
@@ -91,17 +91,10 @@ def is_local(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed: run `bash run.sh setup` (installs the `test` extra)")
-    chromium = find_chromium()
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed: run `bash run.sh setup` as root "
-                    "(apt-get install chromium), or set SSD_CHROMIUM to a Chromium binary")
+    chromium = require_chromium()
+    from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
-        the_browser = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                                 args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        the_browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             yield the_browser
         finally:

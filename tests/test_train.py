@@ -88,13 +88,7 @@ def _sigint_at(step: int):
     return on_step
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two CPU cores are shared: one thread, and the same thread count for every compared run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,7 @@ from ssd_lib.course.widgets import (  # noqa: E402
 from ssd_lib.course.widgets import base as explorer_base  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The explorers run small tensor ops; on shared cores extra intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: one torch thread
 
 
 @pytest.fixture(scope="module")
