@@ -5,6 +5,9 @@ checked (Chromium and Playwright for the browser tests, the deploy extra for ONN
 the run with a one-line reason; during the run, any skip (an ``importorskip`` at collection included) is reported
 as a failure, except the GPU tests' skip on a machine without CUDA (tests marked ``gpu``, or a collection skip whose
 reason says it needs a GPU/CUDA). Without ``CI`` set, skips stay skips (a learner's partial set-up still runs).
+
+Tests marked ``plumbing`` run a checker on its own reference (tests/check_results.py, ``on_its_reference``): they are
+kept, but the summary counts them apart from the correctness tests.
 """
 from __future__ import annotations
 
@@ -78,3 +81,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _current_test(request):
+    """Tells tests/check_results.py which test runs, so ``on_its_reference`` can insist on the plumbing marker."""
+    import check_results  # tests/ is on sys.path (rootdir conftest)
+
+    check_results.CURRENT["item"] = request.node
+    yield
+    check_results.CURRENT["item"] = None
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line: how many of the passed tests only ran a checker on its own reference (not counted as correctness)."""
+    passed = [r for r in terminalreporter.stats.get("passed", []) if r.when == "call"]
+    plumbing = sum(1 for r in passed if "plumbing" in r.keywords)
+    if plumbing:
+        terminalreporter.write_line(f"{len(passed) - plumbing} passed tests of correctness; {plumbing} more are "
+                                    "plumbing (a checker run on its own reference), not counted as correctness")

@@ -15,7 +15,7 @@ import pytest
 
 from ssd_lib.course.ablations import summarize as library_summarize
 from ssd_lib.course.checks import check_summarize, hidden_tests
-from ssd_lib.course.checks.tripwire import reference_allowed
+from check_results import on_its_reference  # tests/check_results.py
 
 STUDY = Path(__file__).resolve().parents[1] / "assets" / "ablations.json"
 
@@ -65,17 +65,21 @@ WRONG = [
 ]
 
 
+@pytest.mark.plumbing
 @pytest.mark.parametrize("seed", [0, 7, 1234])
-def test_the_library_and_a_learner_pass(seed):
-    with reference_allowed():
+def test_the_library_passes(seed):
+    with on_its_reference():
         assert check_summarize(library_summarize, seed=seed).passed
+        assert hidden_tests(check_summarize, library_summarize, seeds=(5207, 7613)).passed
+
+
+@pytest.mark.parametrize("seed", [0, 7, 1234])
+def test_a_learner_passes(seed):
     result = check_summarize(summarize, seed=seed)
     assert result.passed, result.message
 
 
-def test_hidden_tests_pass_the_library_and_the_learner():
-    with reference_allowed():
-        assert hidden_tests(check_summarize, library_summarize, seeds=(5207, 7613)).passed
+def test_hidden_tests_pass_the_learner():
     result = hidden_tests(check_summarize, summarize, seeds=(5207, 7613))
     assert result.passed, result.message
 

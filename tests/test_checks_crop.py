@@ -15,6 +15,7 @@ from ssd_lib.boxes import box_iou
 from ssd_lib.course.checks import hidden_tests
 from ssd_lib.course.checks.crop import _min_iou_crop_reference, check_min_iou_crop
 from ssd_lib.course.checks.tripwire import reference_allowed
+from check_results import on_its_reference  # tests/check_results.py
 
 
 def lib_min_iou_crop(boxes, labels, patches, min_iou):
@@ -128,17 +129,21 @@ def _index_as_bool_mask(boxes, labels, patches, min_iou):
 
 # ------------------------------------------------------------------ the tests
 
+@pytest.mark.plumbing
 @pytest.mark.parametrize("seed", [0, 7, 1234])
-def test_the_library_and_a_learner_pass(seed):
-    with reference_allowed():
+def test_the_library_passes(seed):
+    with on_its_reference():
         assert check_min_iou_crop(lib_min_iou_crop, seed=seed).passed
+        assert hidden_tests(check_min_iou_crop, lib_min_iou_crop, seeds=(6143, 2718)).passed
+
+
+@pytest.mark.parametrize("seed", [0, 7, 1234])
+def test_a_learner_passes(seed):
     result = check_min_iou_crop(min_iou_crop, seed=seed)
     assert result.passed, result.message
 
 
-def test_hidden_tests_pass_the_library_and_the_learner():
-    with reference_allowed():
-        assert hidden_tests(check_min_iou_crop, lib_min_iou_crop, seeds=(6143, 2718)).passed
+def test_hidden_tests_pass_the_learner():
     result = hidden_tests(check_min_iou_crop, min_iou_crop, seeds=(6143, 2718))
     assert result.passed, result.message
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from check_results import assert_fails_on  # tests/check_results.py
 from ssd_lib.course.checks import check_multibox_loss, hidden_tests
 from ssd_lib.course.checks.tripwire import reference_allowed
+from check_results import on_its_reference  # tests/check_results.py
 from ssd_lib.loss import MultiBoxLoss, hard_negative_mask
 
 
@@ -60,9 +61,14 @@ def multibox_loss(loc, logits, loc_targets, labels, divide_by="N", reduction="su
     return total / divisor
 
 
-def test_the_library_and_a_learner_pass():
-    with reference_allowed():
-        assert check_multibox_loss(lambda *args: MultiBoxLoss()(*args).total)
+@pytest.mark.plumbing
+@pytest.mark.parametrize("seed", [0, 7, 1234, 5821])
+def test_the_library_passes(seed):
+    with on_its_reference():
+        assert check_multibox_loss(lambda *args: MultiBoxLoss()(*args).total, seed=seed)
+
+
+def test_a_learner_passes():
     result = check_multibox_loss(multibox_loss)
     assert result.passed and "5 cases" in result.message, result.message
 
@@ -73,9 +79,7 @@ def test_mining_on_the_loss_itself_passes():
 
 
 @pytest.mark.parametrize("seed", [7, 1234, 5821])
-def test_other_seeds_pass_the_reference_and_the_learner(seed):
-    with reference_allowed():
-        assert check_multibox_loss(lambda *args: MultiBoxLoss()(*args).total, seed=seed)
+def test_other_seeds_pass_the_learner(seed):
     result = check_multibox_loss(multibox_loss, seed=seed)
     assert result.passed, result.message
 

@@ -451,12 +451,18 @@ def _notebook_predict_with(run_network, images, priors_cxcywh, image_size, score
     return scale_detections(dets, [image.shape[-2:] for image in images]) if to_pixels else dets
 
 
-def test_check_predict_with_passes_the_library_and_a_learner_and_catches_mistakes(capsys):
+@pytest.mark.plumbing
+def test_check_predict_with_passes_the_library():
+    from check_results import on_its_reference  # tests/check_results.py
     from ssd_lib.course.checks import check_predict_with
-    from ssd_lib.course.checks.tripwire import reference_allowed
 
-    with reference_allowed():
+    with on_its_reference():
         assert check_predict_with(predict_with)
+
+
+def test_check_predict_with_passes_a_learner_and_catches_mistakes(capsys):
+    from ssd_lib.course.checks import check_predict_with
+
     assert check_predict_with(_notebook_predict_with)
     no_norm = check_predict_with(lambda *a: _notebook_predict_with(*a, normalise=False))
     pixels = check_predict_with(lambda *a: _notebook_predict_with(*a, to_pixels=False))
@@ -484,12 +490,18 @@ def _learner_same(det_a, det_b, size, box_tol=1e-3, score_tol=1e-4, pair_up=True
     return True
 
 
+@pytest.mark.plumbing
+def test_check_same_detections_passes_the_library():
+    from check_results import on_its_reference  # tests/check_results.py
+    from ssd_lib.course.checks import check_same_detections
+
+    with on_its_reference():
+        assert check_same_detections(same_detections)
+
+
 def test_check_same_detections_passes_pairing_and_catches_unsorted_comparison(capsys):
     from ssd_lib.course.checks import check_same_detections
-    from ssd_lib.course.checks.tripwire import reference_allowed
 
-    with reference_allowed():
-        assert check_same_detections(same_detections)
     assert check_same_detections(_learner_same)
     unsorted = check_same_detections(lambda *a: _learner_same(*a, pair_up=False))
     assert not unsorted and "order" in unsorted.message

@@ -22,15 +22,32 @@ def test_gpu_skip():
 def test_passes():
     assert True
 '''
+PLUMBING = '''
+import pytest
+from check_results import on_its_reference
+
+@pytest.mark.plumbing
+def test_marked():
+    with on_its_reference():
+        pass
+
+def test_unmarked():
+    with on_its_reference():
+        pass
+
+def test_correct():
+    assert True
+'''
 IMPORT_SKIP = 'import pytest\npytest.importorskip("no_such_module_for_this_test")\n\ndef test_x():\n    pass\n'
-INI = "[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n"
+INI = "[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n    plumbing: a checker run on its own reference\n"
 
 
-def _run(tmp_path: Path, ci: str | None, chromium: str, import_skip: bool = False) -> subprocess.CompletedProcess:
-    for name in ("conftest.py", "browser_helpers.py"):
+def _run(tmp_path: Path, ci: str | None, chromium: str, import_skip: bool = False,
+         tests: str = SKIPPING) -> subprocess.CompletedProcess:
+    for name in ("conftest.py", "browser_helpers.py", "check_results.py"):
         shutil.copy(TESTS / name, tmp_path / name)
     (tmp_path / "pytest.ini").write_text(INI)
-    (tmp_path / "test_skipping.py").write_text(SKIPPING)
+    (tmp_path / "test_skipping.py").write_text(tests)
     if import_skip:
         (tmp_path / "test_import_skip.py").write_text(IMPORT_SKIP)
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {"SSD_CHROMIUM": chromium,
@@ -66,3 +83,14 @@ def test_under_ci_a_missing_part_ends_the_run_with_one_line(tmp_path):
     lines = [line for line in (run.stdout + run.stderr).splitlines() if "CI=true: missing" in line]
     assert lines and "Debian's chromium" in lines[-1] and "bash run.sh setup" in lines[-1], run.stdout
     assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_plumbing_tests_need_their_marker_and_are_counted_apart(tmp_path):
+    """A test that runs a checker on its own reference fails unless marked ``plumbing``; the summary counts the marked
+    ones apart from the correctness tests."""
+    run = _run(tmp_path, None, "/nonexistent/chromium", tests=PLUMBING)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 failed, 2 passed" in run.stdout, run.stdout
+    assert "test_unmarked runs a checker on its own reference: mark it @pytest.mark.plumbing" in run.stdout, run.stdout
+    assert ("1 passed tests of correctness; 1 more are plumbing (a checker run on its own reference), not counted as "
+            "correctness") in run.stdout, run.stdout
