@@ -41,6 +41,12 @@ PROBES: dict[str, tuple[str, dict, Callable[[SSD], SSD] | None]] = {
     "lr_2.5e-3": ("AdamW lr 2.5e-3 instead of 5e-3", {"lr": 2.5e-3}, None),
     "warmup_30": ("30 warm-up steps instead of 100", {"warmup_steps": 30}, None),
     "batch_64": ("batch 64 instead of 32 (the same number of steps: twice the images)", {"batch_size": 64}, None),
+    "prior_lr_1e-2": ("background prior 0.99 and AdamW lr 1e-2", {"lr": 1e-2},
+                      lambda model: model.init_background_prior(0.99)),
+    "prior_lr_7e-3": ("background prior 0.99 and AdamW lr 7e-3", {"lr": 7e-3},
+                      lambda model: model.init_background_prior(0.99)),
+    "prior_warmup_30": ("background prior 0.99 and 30 warm-up steps", {"warmup_steps": 30},
+                        lambda model: model.init_background_prior(0.99)),
 }
 
 

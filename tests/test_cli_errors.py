@@ -226,7 +226,10 @@ def test_detect_help_documents_the_exit_statuses(capsys):
     (["detect", "photos", "--score-threshold", "2"], ["--score-threshold must be between 0 and 1", "got 2.0"]),
     (["detect", "photos", "--score-threshold", "-0.1"], ["--score-threshold must be between 0 and 1"]),
     (["detect", "photos", "--score-threshold", "nan"], ["--score-threshold must be between 0 and 1"]),
-], ids=["batch-0", "batch-1", "last-batch-1", "eval-batch-0", "score-2", "score-negative", "score-nan"])
+    (["train", "--background-prior", "1.5"], ["--background-prior must be between 0 and 1", "got 1.5"]),
+    (["train", "--background-prior", "1"], ["background must be a probability in (0, 1)", "got 1.0"]),
+], ids=["batch-0", "batch-1", "last-batch-1", "eval-batch-0", "score-2", "score-negative", "score-nan", "prior-1.5",
+        "prior-1"])
 def test_an_option_out_of_range_is_one_line(tmp_path, capsys, monkeypatch, argv, fragments):
     monkeypatch.chdir(tmp_path)
     write_damaged_images(tmp_path / "photos")
