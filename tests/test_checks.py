@@ -580,8 +580,14 @@ from ssd_lib.course.checks.metrics import voc_tp_fp  # noqa: E402
 from ssd_lib.course.checks.crop import _min_iou_crop_reference  # noqa: E402
 from ssd_lib.model import predict_heads  # noqa: E402
 from ssd_lib.export import predict_with, same_detections  # noqa: E402
+from ssd_lib.detect import detect  # noqa: E402
+from ssd_lib.train import library_targets  # noqa: E402
 
+# Lesson 13's graded mAP takes a trained detector, not a function the library has: tests/test_capstone.py tests it
+# (the shipped weights or the library's postprocess fail it, a detector replaying the test split fails new images).
+TESTED_IN_CAPSTONE = {checks.check_trained_detector}
 DELEGATING_LIBRARY = {**LIBRARY, **LAB_LIBRARY, checks.check_compare_runs: compare_runs,
+                      checks.check_batch_targets: library_targets, checks.check_postprocess: detect,
                       checks.check_predict_with: predict_with, checks.check_same_detections: same_detections,
                       checks.check_sgd_step: _sgd_reference, checks.check_summarize: summarize,
                       checks.check_tp_fp: voc_tp_fp, checks.check_min_iou_crop: _min_iou_crop_reference,
@@ -629,7 +635,7 @@ def _loss_with_library_mining(loc, logits, loc_targets, labels):
 
 def test_every_checker_has_a_tripwire():
     assert set(FORBIDDEN) == {name for name in checks.__all__ if name.startswith("check_")}
-    assert set(DELEGATING_LIBRARY) == {getattr(checks, name) for name in FORBIDDEN}
+    assert set(DELEGATING_LIBRARY) | TESTED_IN_CAPSTONE == {getattr(checks, name) for name in FORBIDDEN}
     for forbid in FORBIDDEN.values():
         assert forbid.names() and forbid.allowed and forbid.task
 
@@ -821,6 +827,7 @@ from ssd_lib.course.student import read_notebook  # noqa: E402
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 GRADED = [(path.stem, *entry) for path in NOTEBOOKS for entry in graded_checks(read_notebook(path).cells)]
 HIDDEN = [(stem, grade_id, *call) for stem, grade_id, _, hidden in GRADED for call in hidden]
+HIDDEN_GENERIC = [h for h in HIDDEN if getattr(checks, h[2]) not in TESTED_IN_CAPSTONE]
 
 
 def test_every_graded_check_has_hidden_tests_on_other_seeds():
@@ -838,8 +845,8 @@ def test_every_graded_check_has_hidden_tests_on_other_seeds():
 
 
 @pytest.mark.plumbing
-@pytest.mark.parametrize("stem, grade_id, checker_name, fn_name, seeds", HIDDEN,
-                         ids=[f"{s}-{c}" for s, _, c, _, _ in HIDDEN])
+@pytest.mark.parametrize("stem, grade_id, checker_name, fn_name, seeds", HIDDEN_GENERIC,
+                         ids=[f"{s}-{c}" for s, _, c, _, _ in HIDDEN_GENERIC])
 def test_hidden_tests_pass_the_reference(stem, grade_id, checker_name, fn_name, seeds):
     checker = getattr(checks, checker_name)
     with on_its_reference():
@@ -847,8 +854,8 @@ def test_hidden_tests_pass_the_reference(stem, grade_id, checker_name, fn_name, 
     assert result.passed and "(hidden, seed" in result.message and "float64" in result.message, result.message
 
 
-@pytest.mark.parametrize("stem, grade_id, checker_name, fn_name, seeds", HIDDEN,
-                         ids=[f"{s}-{c}" for s, _, c, _, _ in HIDDEN])
+@pytest.mark.parametrize("stem, grade_id, checker_name, fn_name, seeds", HIDDEN_GENERIC,
+                         ids=[f"{s}-{c}" for s, _, c, _, _ in HIDDEN_GENERIC])
 def test_hidden_tests_pass_a_learner_and_fail_a_memorised_one(stem, grade_id, checker_name, fn_name, seeds):
     checker = getattr(checks, checker_name)
     reference = DELEGATING_LIBRARY[checker]

@@ -1,7 +1,10 @@
 """nbgrader compatibility: nbgrader's own ``generate_assignment`` accepts the teacher notebooks as
 they are (their nbgrader metadata), its release version shows no solution or hidden-test text, and
-it is exactly what ``python -m ssd_lib.course student`` writes. Runs nbgrader in a subprocess on a
-temporary course directory (config, gradebook database and release all under tmp)."""
+it is exactly what ``python -m ssd_lib.course student`` writes; its own ``autograde`` gives the teacher's solutions
+full marks and a blank release fewer, with nbgrader's default 30 s per cell for every cell but one: lesson 13's
+training cell, which gets :data:`CAPSTONE_TIMEOUT_LINE`, the one ``nbgrader_config.py`` line a teacher adds for the
+capstone. Runs nbgrader in a subprocess on a temporary course directory (config, gradebook database and release all
+under tmp)."""
 from __future__ import annotations
 
 import os
@@ -21,6 +24,11 @@ pytest.importorskip("nbgrader", reason="nbgrader is in the test extra: pip insta
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ASSIGNMENT = "ssd"
+# The one line of nbgrader_config.py that lesson 13 needs: its training cell (grade_id "train_your_ssd", the graded
+# run, a few minutes on a CPU) may run 15 minutes; every other cell keeps nbgrader's default of 30 s. The trait is
+# nbclient's NotebookClient.timeout_func (a callable given the cell), which nbgrader's Execute preprocessor inherits.
+CAPSTONE_TIMEOUT_LINE = ('c.Execute.timeout_func = lambda cell: 900 if cell.metadata.get("nbgrader", {}).get("grade_id") '
+                         '== "train_your_ssd" else 30')
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,8 @@ def released(tmp_path_factory):
         "c = get_config()\n"
         f"c.CourseDirectory.root = {str(course)!r}\n"
         f"c.CourseDirectory.db_url = {'sqlite:///' + str(tmp / 'gradebook.db')!r}\n"
-        "c.CourseDirectory.course_id = 'ssd-course'\n")
+        "c.CourseDirectory.course_id = 'ssd-course'\n"
+        + CAPSTONE_TIMEOUT_LINE + "\n")
     done = _nbgrader(["generate_assignment", ASSIGNMENT, "--force"], course, tmp, timeout=300)
     return course, done, tmp
 
@@ -85,7 +94,11 @@ def test_nbgrader_release_has_no_solution_and_matches_our_student_version(releas
 
 # ------------------------------------------------- the teacher's workflow: generate_assignment -> submit -> autograde
 
-AUTOGRADED = ["01_boxes", "03_matching", "08_inference"]  # lessons autograded in the suite (each ~15 s per submission)
+# Lessons autograded in the suite: each ~15 s per submission, but the capstone's solved submission trains its graded
+# run (a few minutes); the blank releases of the first lesson and of the capstone stop at their first exercise.
+AUTOGRADED = ["01_boxes", "03_matching", "08_inference", "13_your_ssd"]
+BLANK = [AUTOGRADED[0], "13_your_ssd"]
+AUTOGRADE_TIMEOUT = 1500  # seconds for nbgrader's autograde of all of them (the capstone's training included)
 
 
 def _solved(release, teacher):
@@ -104,25 +117,25 @@ def _solved(release, teacher):
 
 @pytest.fixture(scope="module")
 def autograded(released):
-    """nbgrader's own ``autograde`` with its default settings (30 s per cell, no course variable set) on two
-    students: "solved" hands in the teacher's answers, "blank" the release of the first lesson as it is. Returns
-    (course dir, completed process, {(student, lesson): (score, max_score)})."""
+    """nbgrader's own ``autograde`` with its default settings (30 s per cell, no course variable set) plus the
+    capstone's one line (CAPSTONE_TIMEOUT_LINE), on two students: "solved" hands in the teacher's answers, "blank" the
+    releases of BLANK as they are. Returns (course dir, completed process, {(student, lesson): (score, max_score)})."""
     course, done, tmp = released
     assert done.returncode == 0, "nbgrader generate_assignment failed (see the test above)"
     for lesson in AUTOGRADED:
         release = nbformat.read(course / "release" / ASSIGNMENT / f"{lesson}.ipynb", as_version=4)
         teacher = nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
-        submissions = [("solved", _solved(release, teacher))] + ([("blank", release)] if lesson == AUTOGRADED[0] else [])
+        submissions = [("solved", _solved(release, teacher))] + ([("blank", release)] if lesson in BLANK else [])
         for student, notebook in submissions:
             folder = course / "submitted" / student / ASSIGNMENT
             folder.mkdir(parents=True, exist_ok=True)
             nbformat.write(notebook, folder / f"{lesson}.ipynb")
-    graded = _nbgrader(["autograde", ASSIGNMENT, "--create"], course, tmp, timeout=900)
+    graded = _nbgrader(["autograde", ASSIGNMENT, "--create"], course, tmp, timeout=AUTOGRADE_TIMEOUT)
     from nbgrader.api import Gradebook
 
     scores = {}
     with Gradebook("sqlite:///" + str(tmp / "gradebook.db"), "ssd-course") as gradebook:
-        for student, lessons in (("solved", AUTOGRADED), ("blank", AUTOGRADED[:1])):
+        for student, lessons in (("solved", AUTOGRADED), ("blank", BLANK)):
             for lesson in lessons:
                 notebook = gradebook.find_submission_notebook(lesson, ASSIGNMENT, student)
                 scores[student, lesson] = (notebook.code_score, notebook.max_code_score)
@@ -130,6 +143,7 @@ def autograded(released):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(AUTOGRADE_TIMEOUT + 300)  # the fixture's autograde runs in the first test that asks for it
 def test_nbgrader_autograde_gives_the_solutions_full_marks_with_default_settings(autograded):
     course, graded, scores = autograded
     log = graded.stdout + graded.stderr
@@ -149,11 +163,52 @@ def test_nbgrader_autograde_gives_the_solutions_full_marks_with_default_settings
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(AUTOGRADE_TIMEOUT + 300)
 def test_nbgrader_autograde_gives_a_blank_release_no_points(autograded):
     _, graded, scores = autograded
     assert graded.returncode == 0
-    score, max_score = scores["blank", AUTOGRADED[0]]  # one lesson: a blank release runs as long as a solved one
-    assert max_score > 0 and score == 0, scores["blank", AUTOGRADED[0]]
+    for lesson in BLANK:  # two lessons: a blank release runs as long as a solved one
+        score, max_score = scores["blank", lesson]
+        assert max_score > 0 and score == 0, (lesson, scores["blank", lesson])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(AUTOGRADE_TIMEOUT + 300)
+def test_nbgrader_autograde_grades_the_capstone_by_the_map_of_the_learners_own_pieces(autograded):
+    """Lesson 13 under nbgrader: the training cell ran the graded run with the solutions' pieces (the one cell with
+    the longer timeout), the graded mAP cell passed with its hidden seeds, and its 5 points count in the full marks."""
+    course, graded, scores = autograded
+    assert graded.returncode == 0
+    executed = nbformat.read(course / "autograded" / "solved" / ASSIGNMENT / "13_your_ssd.ipynb", as_version=4)
+    by_id = {(c.metadata.get("nbgrader") or {}).get("grade_id"): c for c in executed.cells}
+    trained = "".join(o.get("text", "") for o in by_id["train_your_ssd"].outputs)
+    assert "graded run:" in trained and "test mAP@0.5 with your postprocess on 500 test images" in trained, trained
+    graded_map = "".join(o.get("text", "") for o in by_id["check_your_ssd"].outputs)
+    assert "✅ check_trained_detector passed" in graded_map and "(hidden, seed" in graded_map, graded_map
+    assert by_id["check_your_ssd"].metadata["nbgrader"]["points"] == 5
+    blank = nbformat.read(course / "autograded" / "blank" / ASSIGNMENT / "13_your_ssd.ipynb", as_version=4)
+    blank_cells = {(c.metadata.get("nbgrader") or {}).get("grade_id"): c for c in blank.cells}
+    assert any(o.get("ename") == "NotImplementedError" for o in blank_cells["train_your_ssd"].outputs)
+
+
+def test_the_capstone_timeout_line_is_nbclient_s_trait_and_spares_every_other_cell():
+    """The documented line sets nbclient's ``timeout_func`` (nbgrader's Execute preprocessor inherits it): the
+    capstone's training cell gets 900 s, every other cell nbgrader's default 30 s."""
+    from nbclient import NotebookClient
+    from nbgrader.preprocessors import Execute
+    from traitlets.config import Config
+
+    assert "timeout_func" in NotebookClient.class_trait_names(config=True) and issubclass(Execute, NotebookClient)
+    assert Execute.class_traits()["timeout"].default_value == 30
+    namespace = {"c": Config()}
+    exec(CAPSTONE_TIMEOUT_LINE, namespace)
+    execute = Execute(config=namespace["c"])
+    teacher = nbformat.read(ROOT / "notebooks" / "13_your_ssd.ipynb", as_version=4)
+    timeouts = {i: execute._get_timeout(cell) for i, cell in enumerate(teacher.cells) if cell.cell_type == "code"}
+    training = [i for i, c in enumerate(teacher.cells) if (c.metadata.get("nbgrader") or {}).get("grade_id") == "train_your_ssd"]
+    assert len(training) == 1 and timeouts.pop(training[0]) == 900
+    assert set(timeouts.values()) == {30}
+    assert CAPSTONE_TIMEOUT_LINE in (ROOT / "README.md").read_text(), "the README documents this very line"
 
 
 def test_grading_mode_follows_nbgrader_s_own_execution_variable(monkeypatch):

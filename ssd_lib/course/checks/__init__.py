@@ -48,6 +48,7 @@ Every checker is importable from here.
 from .ablations import check_compare_runs, check_summarize
 from .augment import check_hflip
 from .boxes import check_iou, check_xyxy_to_cxcywh
+from .capstone import check_batch_targets, check_postprocess, check_trained_detector
 from .crop import check_min_iou_crop
 from .detect import check_decode, check_nms
 from .diagnoses import check_diagnose_decode, check_diagnose_loc_loss, check_diagnose_mining, check_diagnose_warmup
@@ -101,4 +102,7 @@ __all__ = [
     "check_diagnose_loc_loss",
     "check_diagnose_mining",
     "check_diagnose_warmup",
+    "check_batch_targets",
+    "check_postprocess",
+    "check_trained_detector",
 ]
